@@ -1,0 +1,14 @@
+"""homeojax: homeostatic sparsity (kWTA, RFB-kWTA, Smart Inhibition) for JAX/Flax Transformers."""
+
+from homeojax.diagnostics import report, summarize
+from homeojax.layers import (HOMEOSTASIS, KWTA, RFBKWTA, Dropout, Mechanism, Site,
+                             SmartInhibition, parse_chain)
+from homeojax.ops import (boost_factors, kwta, num_winners, rfb_kwta, smart_inhibition,
+                          threshold, update_duty_cycle)
+
+__version__ = "0.1.0"
+__all__ = [
+    "HOMEOSTASIS", "KWTA", "RFBKWTA", "Dropout", "Mechanism", "Site", "SmartInhibition",
+    "boost_factors", "kwta", "num_winners", "parse_chain", "report", "rfb_kwta",
+    "smart_inhibition", "summarize", "threshold", "update_duty_cycle",
+]

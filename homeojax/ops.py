@@ -1,0 +1,199 @@
+"""Pure homeostatic-sparsity ops: thresholds, kWTA, boosting, Smart Inhibition, duty cycles.
+
+No Flax here. Every op takes activations `x` with the feature axis last and any leading
+shape, and an optional boolean `valid` mask broadcastable to `x.shape` (use
+`valid[..., None]` for a per-vector padding mask). Invalid entries never win and never
+enter statistics. The definitions follow the project's mechanism spec
+(`shared/docs/homeostasis.md`; summarised in README.md).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+Method = Literal["exact", "statistical"]
+By = Literal["value", "magnitude"]
+Transmit = Literal["boosted", "raw"]
+Sampling = Literal["bernoulli", "exact_k"]
+
+METHODS = ("exact", "statistical")
+BY = ("value", "magnitude")
+TRANSMIT = ("boosted", "raw")
+SAMPLING = ("bernoulli", "exact_k")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+  """Raises ValueError unless `value` is one of `choices`."""
+  if value not in choices:
+    raise ValueError(f"{name}={value!r} is not one of {choices}")
+
+
+def check_range(name: str, value: float, low: float, high: float = math.inf,
+                low_open: bool = False, high_open: bool = False) -> None:
+  """Raises ValueError unless `low <= value <= high` (strict where `*_open`)."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise ValueError(f"{name}={value!r} must be a number")
+  too_low = value <= low if low_open else value < low
+  too_high = value >= high if high_open else value > high
+  if math.isnan(value) or too_low or too_high:
+    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    raise ValueError(f"{name}={value!r} is outside {interval}")
+
+
+def num_winners(n: int, sparsity: float) -> int:
+  """k = max(1, round((1 - sparsity) * n)), the number of winners among n features."""
+  check_range("sparsity", sparsity, 0.0, 1.0, low_open=True, high_open=True)
+  return max(1, math.floor((1.0 - sparsity) * n + 0.5))
+
+
+def _check_k(k: int, n: int) -> None:
+  if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+    raise ValueError(f"k={k!r} must be an integer in [1, n={n}]")
+
+
+def _valid_mask(valid: Array | None, shape: tuple[int, ...]) -> Array | None:
+  if valid is None:
+    return None
+  try:
+    return jnp.broadcast_to(jnp.asarray(valid, bool), shape)
+  except ValueError:
+    raise ValueError(
+        f"valid has shape {jnp.shape(valid)}, not broadcastable to x.shape={shape}; "
+        "use valid[..., None] for a per-vector mask") from None
+
+
+def threshold(scores: Array, k: int, method: Method = "exact",
+              valid: Array | None = None) -> Array:
+  """The k-th largest score of each vector (shape `[..., 1]`), exact or estimated.
+
+  `exact` uses `lax.top_k`. `statistical` estimates it in linear time as
+  `mean + std * Phi^-1(1 - k/n)` over the valid entries, exact in expectation for
+  Gaussian scores. With fewer than k valid entries, every valid entry passes.
+  """
+  n = scores.shape[-1]
+  _check_k(k, n)
+  check_choice("method", method, METHODS)
+  if method == "exact":
+    if valid is not None:
+      scores = jnp.where(valid, scores, -jnp.inf)
+    return lax.top_k(scores, k)[0][..., -1:]
+  if k == n:
+    return jnp.full(scores.shape[:-1] + (1,), -jnp.inf, scores.dtype)
+  z = statistics.NormalDist().inv_cdf(1.0 - k / n)
+  s32 = scores.astype(jnp.float32)
+  if valid is None:
+    mean = jnp.mean(s32, axis=-1, keepdims=True)
+    var = jnp.var(s32, axis=-1, keepdims=True)
+  else:
+    count = jnp.maximum(jnp.sum(valid, axis=-1, keepdims=True), 1)
+    mean = jnp.sum(jnp.where(valid, s32, 0.0), axis=-1, keepdims=True) / count
+    var = jnp.sum(jnp.where(valid, (s32 - mean) ** 2, 0.0), axis=-1, keepdims=True) / count
+  return (mean + jnp.sqrt(var) * z).astype(scores.dtype)
+
+
+def kwta(x: Array, k: int, *, method: Method = "exact", by: By = "value",
+         valid: Array | None = None) -> tuple[Array, Array]:
+  """k-winners-take-all along the last axis: returns `(x * mask, mask)`.
+
+  `mask` is True where the score (`x`, or `|x|` with `by="magnitude"`) is at least the
+  k-th largest of its vector. The gradient is the mask: it flows to winners only, and
+  not through the selection. With `method="exact"`, ties at the threshold may give more
+  than k winners; `method="statistical"` keeps about k (see `threshold`).
+  """
+  check_choice("by", by, BY)
+  valid = _valid_mask(valid, x.shape)
+  scores = lax.stop_gradient(x if by == "value" else jnp.abs(x))
+  mask = scores >= threshold(scores, k, method, valid)
+  if valid is not None:
+    mask = mask & valid
+  return jnp.where(mask, x, jnp.zeros((), x.dtype)), mask
+
+
+def boost_factors(duty: Array, target: float, beta: float, b_max: float = 10.0) -> Array:
+  """b = exp(beta * (target - duty)) clipped to [1/b_max, b_max]; never overflows."""
+  if isinstance(beta, (int, float)):
+    check_range("beta", beta, 0.0)
+  if isinstance(b_max, (int, float)):
+    check_range("b_max", b_max, 1.0)
+  log_b_max = math.log(b_max) if isinstance(b_max, (int, float)) else jnp.log(b_max)
+  exponent = beta * (target - jnp.asarray(duty, jnp.float32))
+  return jnp.exp(jnp.clip(exponent, -log_b_max, log_b_max))
+
+
+def rfb_kwta(x: Array, duty: Array, k: int, *, beta: float, b_max: float = 10.0,
+             transmit: Transmit = "boosted", method: Method = "exact",
+             by: By = "value", valid: Array | None = None) -> tuple[Array, Array]:
+  """Rare-features-boosting kWTA: winners of `x * b`, with `b = boost_factors(duty)`.
+
+  `duty` is broadcastable to `x.shape` (usually `[n]`). Returns `(y, mask)` with
+  `y = x * b * mask` (`transmit="boosted"`) or `y = x * mask` (`"raw"`). The boost is a
+  constant for the gradient.
+  """
+  check_choice("transmit", transmit, TRANSMIT)
+  n = x.shape[-1]
+  _check_k(k, n)
+  b = lax.stop_gradient(boost_factors(duty, k / n, beta, b_max)).astype(x.dtype)
+  boosted, mask = kwta(x * b, k, method=method, by=by, valid=valid)
+  if transmit == "boosted":
+    return boosted, mask
+  return jnp.where(mask, x, jnp.zeros((), x.dtype)), mask
+
+
+def smart_inhibition(x: Array, duty: Array, key: Array, sparsity: float, *, beta: float,
+                     sampling: Sampling = "bernoulli", b_max: float = 10.0,
+                     valid: Array | None = None) -> tuple[Array, Array]:
+  """A dropout-like random mask that favours rarely active features.
+
+  Feature i has preference `w_i = boost_factors(duty)_i`. `bernoulli` keeps it with
+  probability `min(1, (1 - s) * n * w_i / sum(w))` (n and the sum over valid features);
+  `exact_k` keeps exactly k features, drawn without replacement by Gumbel-top-k on
+  `log w`. Returns `(x * mask / (1 - s), mask)`.
+  """
+  check_choice("sampling", sampling, SAMPLING)
+  n = x.shape[-1]
+  k = num_winners(n, sparsity)
+  valid = _valid_mask(valid, x.shape)
+  w = jnp.broadcast_to(boost_factors(duty, k / n, beta, b_max), x.shape)
+  if sampling == "bernoulli":
+    if valid is None:
+      n_valid, w_sum = n, jnp.sum(w, axis=-1, keepdims=True)
+    else:
+      n_valid = jnp.sum(valid, axis=-1, keepdims=True)
+      w_sum = jnp.sum(jnp.where(valid, w, 0.0), axis=-1, keepdims=True)
+    keep = jnp.minimum(1.0, (1.0 - sparsity) * n_valid * w / jnp.maximum(w_sum, 1e-30))
+    mask = jax.random.uniform(key, x.shape) < keep
+  else:
+    logits = jnp.log(w) + jax.random.gumbel(key, x.shape)
+    mask = logits >= threshold(logits, k, "exact", valid)
+  if valid is not None:
+    mask = mask & valid
+  scale = jnp.asarray(1.0 / (1.0 - sparsity), x.dtype)
+  return jnp.where(mask, x * scale, jnp.zeros((), x.dtype)), mask
+
+
+def update_duty_cycle(duty: Array, mask: Array, valid: Array | None,
+                      period: int) -> Array:
+  """One EMA step, `duty + (freq - duty) / period`, of each feature's activity.
+
+  `duty` has the trailing shape of `mask`; `freq` is the share of valid vectors in which
+  the feature is active, over all leading axes. Features with no valid entry keep
+  their duty.
+  """
+  if isinstance(period, bool) or not isinstance(period, (int, float)) or period < 1:
+    raise ValueError(f"period={period!r} must be a number >= 1")
+  axes = tuple(range(mask.ndim - duty.ndim))
+  active = mask.astype(jnp.float32)
+  if valid is None:
+    freq = jnp.mean(active, axis=axes)
+    return duty + (freq - duty) / period
+  valid = _valid_mask(valid, mask.shape)
+  count = jnp.sum(valid, axis=axes, dtype=jnp.float32)
+  freq = jnp.sum(jnp.where(valid, active, 0.0), axis=axes) / jnp.maximum(count, 1.0)
+  return jnp.where(count > 0, duty + (freq - duty) / period, duty)

@@ -1,0 +1,188 @@
+"""The Linen modules: state handling, homeostasis at work, use inside a user's model."""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from absl.testing import parameterized
+
+import homeojax as hj
+from homeojax.diagnostics import entropy_ratio
+
+KEY = jax.random.PRNGKey(0)
+CHAINS = ["kwta(sparsity=0.5)", "rfb_kwta(sparsity=0.5, beta=2.0), dropout(rate=0.1)",
+          "smart_inhibition(sparsity=0.5, beta=1.0)",
+          "smart_inhibition(sparsity=0.25, sampling=exact_k, method=statistical)"]
+
+
+def train_apply(site, variables, x, key=KEY, valid=None):
+  return site.apply(variables, x, valid, train=True, mutable=[hj.HOMEOSTASIS],
+                    rngs={"dropout": key})
+
+
+class SiteTest(chex.TestCase):
+
+  @parameterized.parameters(*CHAINS)
+  def test_init_creates_state_at_target_and_eval_freezes_it(self, chain):
+    site = hj.Site(chain)
+    x = jax.random.normal(KEY, (4, 6, 16))
+    variables = site.init(KEY, x)
+    state = variables[hj.HOMEOSTASIS]
+    (mechanism,) = [v for v in state.values()]
+    np.testing.assert_allclose(mechanism["duty"], mechanism["target"])
+    self.assertEqual(int(mechanism["steps"]), 0)
+    # Eval with the collection mutable: nothing changes.
+    _, updates = site.apply(variables, x, train=False, mutable=[hj.HOMEOSTASIS])
+    chex.assert_trees_all_equal(updates[hj.HOMEOSTASIS], state)
+    # Training with the collection immutable: no error, nothing to update.
+    site.apply(variables, x, train=True, rngs={"dropout": KEY})
+    # Training with it mutable: the duty cycle moves, steps counts.
+    _, updates = train_apply(site, variables, x)
+    (new,) = updates[hj.HOMEOSTASIS].values()
+    self.assertEqual(int(new["steps"]), 1)
+    self.assertFalse(np.allclose(new["duty"], mechanism["duty"]))
+
+  def test_empty_chain_is_identity_without_state(self):
+    x = jax.random.normal(KEY, (3, 8))
+    variables = hj.Site("").init(KEY, x)
+    self.assertEqual(variables, {})
+    np.testing.assert_array_equal(hj.Site(()).apply(variables, x, train=True), x)
+
+  def test_smart_inhibition_and_dropout_are_identity_at_eval(self):
+    x = jax.random.normal(KEY, (3, 8))
+    for chain in ["smart_inhibition(sparsity=0.5)", "dropout(rate=0.5)"]:
+      site = hj.Site(chain)
+      np.testing.assert_array_equal(site.apply(site.init(KEY, x), x, train=False), x)
+
+  def test_rfb_applies_frozen_boost_at_eval(self):
+    site = hj.Site("rfb_kwta(sparsity=0.5, beta=3.0)")
+    x = jax.random.normal(KEY, (2, 8))
+    variables = site.init(KEY, x)
+    duty = jnp.linspace(0.0, 1.0, 8)
+    variables = {hj.HOMEOSTASIS: {"rfb_kwta_0": {**variables[hj.HOMEOSTASIS]["rfb_kwta_0"],
+                                                 "duty": duty}}}
+    expected, _ = hj.rfb_kwta(x, duty, 4, beta=3.0)
+    np.testing.assert_allclose(site.apply(variables, x), expected)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(*CHAINS)
+  def test_jit_and_eager_agree_with_fixed_keys(self, chain):
+    site = hj.Site(chain)
+    x = jax.random.normal(KEY, (4, 6, 16))
+    variables = site.init(KEY, x)
+    valid = jnp.arange(6)[None, :, None] < jnp.array([6, 3, 1, 5])[:, None, None]
+    fn = self.variant(lambda v, x, key: train_apply(site, v, x, key, valid))
+    y1, s1 = fn(variables, x, jax.random.PRNGKey(3))
+    y2, s2 = fn(variables, x, jax.random.PRNGKey(3))
+    y3, s3 = train_apply(site, variables, x, jax.random.PRNGKey(3), valid)
+    chex.assert_trees_all_equal((y1, s1), (y2, s2))
+    chex.assert_trees_all_close((y1, s1), (y3, s3), rtol=1e-6)
+
+  def test_stat_shape_wider_than_input_updates_only_its_slice(self):
+    site = hj.Site("kwta(sparsity=0.5, period=1)", stat_shape=(2, 10))
+    x = jax.random.normal(KEY, (3, 5, 2, 6))  # [batch, query, head, key]
+    variables = site.init(KEY, x)
+    _, updates = train_apply(site, variables, x)
+    duty = updates[hj.HOMEOSTASIS]["kwta_0"]["duty"]
+    self.assertEqual(duty.shape, (2, 10))
+    np.testing.assert_allclose(duty[:, 6:], 0.5)
+    np.testing.assert_allclose(duty[:, :6].mean(-1), 0.5, rtol=1e-6)  # 3 of 6 win, period 1.
+
+  def test_padding_never_enters_statistics(self):
+    site = hj.Site("kwta(sparsity=0.5, period=1)")
+    x = jnp.concatenate([jnp.tile(jnp.arange(4.0), (3, 1)),
+                         jnp.tile(-jnp.arange(4.0), (5, 1))])  # Padding favours others.
+    valid = (jnp.arange(8) < 3)[:, None]
+    _, updates = train_apply(site, site.init(KEY, x), x, valid=valid)
+    np.testing.assert_allclose(updates[hj.HOMEOSTASIS]["kwta_0"]["duty"], [0, 0, 1, 1])
+
+  @parameterized.parameters(
+      ("kwta(sparsity=0)", "sparsity=0"), ("kwta(sparsity=1.2)", "sparsity=1.2"),
+      ("dropout(rate=-0.1)", "rate=-0.1"), ("rfb_kwta(beta=-2)", "beta=-2"),
+      ("kwta(period=0.5)", "period=0.5"), ("kwta(methods=exact)", "'methods'"),
+      ("topk(sparsity=0.5)", "mechanism='topk'"), ("kwta(by=max)", "by='max'"),
+      ("rfb_kwta(b_max=0.5)", "b_max=0.5"), ("kwta(sparsity)", "not key=value"),
+      ("kwta(", "cannot parse"))
+  def test_bad_config_raises_value_error_naming_it(self, chain, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+      hj.Site(chain)
+
+  def test_bad_module_arguments_raise_at_construction(self):
+    with pytest.raises(ValueError, match="sparsity=1.5"):
+      hj.RFBKWTA(sparsity=1.5)
+    with pytest.raises(ValueError, match="sampling='all'"):
+      hj.SmartInhibition(sampling="all")
+
+  def test_chain_round_trips_through_its_string(self):
+    chain = hj.parse_chain("rfb_kwta(sparsity=0.5, beta=1.5, method='statistical'), dropout")
+    self.assertEqual(hj.parse_chain(", ".join(map(str, chain))), chain)
+
+
+class HomeostasisTest(chex.TestCase):
+  """On input where 4 of 32 features always dominate, RFB-kWTA evens out the duty cycles."""
+
+  def run_stream(self, module, steps):
+    n = 32
+    bias = jnp.zeros(n).at[:4].set(2.0)
+    variables = module.init(KEY, jnp.zeros((64, n)))
+
+    def step(variables, key):
+      x = jax.random.normal(key, (64, n)) + bias
+      _, updates = module.apply(variables, x, train=True, mutable=[hj.HOMEOSTASIS])
+      return updates, None
+
+    variables, _ = jax.lax.scan(step, variables, jax.random.split(KEY, steps))
+    state = variables[hj.HOMEOSTASIS]
+    return state["duty"], float(entropy_ratio(state["duty"], state["target"]))
+
+  def test_kwta_stays_skewed_and_rfb_kwta_approaches_uniform(self):
+    duty, ratio = self.run_stream(hj.KWTA(sparsity=0.75, period=20), 300)
+    self.assertLess(ratio, 0.85)
+    self.assertGreater(float(duty[:4].min()), 0.75)
+    duty, ratio = self.run_stream(hj.RFBKWTA(sparsity=0.75, period=20, beta=5.0), 100)
+    self.assertGreater(ratio, 0.95)  # Crossed within 100 steps (5 periods).
+    self.assertLess(float(duty[:4].max()), 0.5)
+
+
+class UserModel(nn.Module):
+  """A user's own MLP with homeostatic layers inside."""
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    x = nn.relu(nn.Dense(64)(x))
+    x = hj.RFBKWTA(sparsity=0.5, beta=1.0, period=10)(x, train=train)
+    x = hj.SmartInhibition(sparsity=0.25, beta=1.0)(x, train=train)
+    return nn.Dense(1)(x)
+
+
+def test_layers_train_inside_a_users_model():
+  model = UserModel()
+  x = jax.random.normal(KEY, (128, 8))
+  target = jnp.sin(x.sum(-1, keepdims=True))
+  variables = model.init(KEY, x, train=False)
+  params, state = variables["params"], variables[hj.HOMEOSTASIS]
+  optimizer = optax.adam(1e-2)
+  opt_state = optimizer.init(params)
+
+  @jax.jit
+  def step(params, state, opt_state, key):
+    def loss_fn(params):
+      y, updates = model.apply({"params": params, hj.HOMEOSTASIS: state}, x, train=True,
+                               mutable=[hj.HOMEOSTASIS], rngs={"dropout": key})
+      return jnp.mean((y - target) ** 2), updates[hj.HOMEOSTASIS]
+    (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), state, opt_state, loss
+
+  initial_state, losses = state, []
+  for key in jax.random.split(KEY, 60):
+    params, state, opt_state, loss = step(params, state, opt_state, key)
+    losses.append(float(loss))
+  assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+  assert int(state["RFBKWTA_0"]["steps"]) == 60
+  assert not np.allclose(state["RFBKWTA_0"]["duty"], initial_state["RFBKWTA_0"]["duty"])
+  assert not np.allclose(state["SmartInhibition_0"]["duty"],
+                         initial_state["SmartInhibition_0"]["duty"])

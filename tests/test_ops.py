@@ -1,0 +1,207 @@
+"""Properties of the pure ops in homeojax.ops."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+
+from homeojax import ops
+
+KEY = jax.random.PRNGKey(0)
+
+
+def tie_free(shape, seed=0):
+  """Distinct values: a random permutation of 0..size-1, scaled and centred."""
+  values = np.random.default_rng(seed).permutation(np.prod(shape)).reshape(shape)
+  return jnp.asarray(values / np.prod(shape) - 0.5, jnp.float32)
+
+
+class KWTATest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(("value", 1), ("value", 7), ("magnitude", 5), ("value", 32))
+  def test_exact_keeps_the_k_largest(self, by, k):
+    x = tie_free((3, 4, 32))
+    y, mask = self.variant(functools.partial(ops.kwta, k=k, by=by))(x)
+    scores = np.asarray(x if by == "value" else jnp.abs(x))
+    expected = scores >= np.sort(scores, axis=-1)[..., -k:][..., :1]
+    np.testing.assert_array_equal(mask.sum(-1), k)
+    np.testing.assert_array_equal(mask, expected)
+    np.testing.assert_array_equal(y, np.where(expected, x, 0.0))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_invalid_entries_never_win(self):
+    x = tie_free((6, 16))
+    valid = jnp.arange(16) < jnp.array([16, 12, 8, 4, 2, 0])[:, None]
+    for method in ops.METHODS:
+      _, mask = self.variant(functools.partial(ops.kwta, k=4, method=method))(x, valid=valid)
+      self.assertFalse(bool(jnp.any(mask & ~valid)))
+    _, mask = self.variant(functools.partial(ops.kwta, k=4))(x, valid=valid)
+    # Exactly k among the valid entries, or all of them when fewer than k are valid.
+    np.testing.assert_array_equal(mask.sum(-1), [4, 4, 4, 4, 2, 0])
+
+  def test_statistical_keeps_about_k_on_gaussian_input(self):
+    """Tolerance: mean count within 2% of k, every vector within 20%."""
+    n, k = 1024, 256
+    x = jax.random.normal(KEY, (64, n))
+    _, mask = jax.jit(functools.partial(ops.kwta, k=k, method="statistical"))(x)
+    counts = np.asarray(mask.sum(-1))
+    self.assertLess(abs(counts.mean() - k), 0.02 * k)
+    self.assertLess(np.abs(counts - k).max(), 0.2 * k)
+
+  def test_statistical_with_padding_uses_valid_entries_only(self):
+    n, k = 512, 128
+    x = jax.random.normal(KEY, (32, n))
+    valid = jnp.arange(n) < 256
+    x = jnp.where(valid, x, 100.0)  # Huge padded values must not shift the threshold.
+    _, mask = ops.kwta(x, k, method="statistical", valid=valid)
+    counts = np.asarray(mask.sum(-1))
+    expected = 256 * k / n
+    self.assertLess(abs(counts.mean() - expected), 0.05 * expected)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters("exact", "statistical")
+  def test_gradient_is_the_winner_mask(self, method):
+    x = jax.random.normal(KEY, (4, 64))
+    cot = jax.random.normal(jax.random.PRNGKey(1), x.shape)
+    fn = lambda x: jnp.sum(ops.kwta(x, 16, method=method)[0] * cot)
+    grad = self.variant(jax.grad(fn))(x)
+    _, mask = ops.kwta(x, 16, method=method)
+    np.testing.assert_allclose(grad, np.where(mask, cot, 0.0), rtol=0, atol=0)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters("boosted", "raw")
+  def test_rfb_gradient_is_boost_times_mask(self, transmit):
+    x = jax.random.normal(KEY, (8, 32))
+    duty = jnp.linspace(0.0, 1.0, 32)
+    fn = lambda x: jnp.sum(ops.rfb_kwta(x, duty, 8, beta=3.0, transmit=transmit)[0])
+    grad = self.variant(jax.grad(fn))(x)
+    _, mask = ops.rfb_kwta(x, duty, 8, beta=3.0)
+    boost = ops.boost_factors(duty, 8 / 32, 3.0) if transmit == "boosted" else 1.0
+    np.testing.assert_allclose(grad, np.where(mask, boost * np.ones_like(x), 0.0), rtol=1e-6)
+
+
+class RFBTest(chex.TestCase):
+
+  def test_boost_factors_values_and_clipping(self):
+    duty = jnp.array([0.0, 0.25, 0.5, 1.0])
+    b = ops.boost_factors(duty, 0.25, 2.0, b_max=2.0)
+    np.testing.assert_allclose(b, [np.exp(0.5), 1.0, np.exp(-0.5), 0.5], rtol=1e-6)
+    huge = ops.boost_factors(jnp.array([0.0, 1.0]), 0.5, 1e30)
+    np.testing.assert_allclose(huge, [10.0, 0.1], rtol=1e-6)
+
+  def test_boost_picks_rare_winners_and_transmit_modes(self):
+    x = jnp.array([[1.0, 0.9, 0.8, 0.1]])
+    duty = jnp.array([1.0, 1.0, 0.0, 0.0])  # The first two are frequent winners.
+    y, mask = ops.rfb_kwta(x, duty, 2, beta=4.0, b_max=100.0)
+    np.testing.assert_array_equal(mask, [[False, False, True, True]])
+    b = ops.boost_factors(duty, 0.5, 4.0, 100.0)
+    np.testing.assert_allclose(y, x * b * mask, rtol=1e-6)
+    y_raw, _ = ops.rfb_kwta(x, duty, 2, beta=4.0, b_max=100.0, transmit="raw")
+    np.testing.assert_allclose(y_raw, x * mask)
+
+  def test_zero_beta_is_plain_kwta(self):
+    x = tie_free((5, 20))
+    y, mask = ops.rfb_kwta(x, jnp.linspace(0, 1, 20), 6, beta=0.0)
+    y_ref, mask_ref = ops.kwta(x, 6)
+    np.testing.assert_array_equal(mask, mask_ref)
+    np.testing.assert_array_equal(y, y_ref)
+
+
+class SmartInhibitionTest(chex.TestCase):
+
+  def test_bernoulli_keep_frequencies_match_the_spec(self):
+    n, s, beta = 16, 0.5, 2.0
+    duty = jnp.linspace(0.0, 1.0, n)
+    x = jnp.ones((20000, n))
+    _, mask = jax.jit(functools.partial(ops.smart_inhibition, sparsity=s, beta=beta))(
+        x, duty, KEY)
+    w = np.asarray(ops.boost_factors(duty, ops.num_winners(n, s) / n, beta))
+    p = np.minimum(1.0, (1 - s) * n * w / w.sum())
+    freq = np.asarray(mask.mean(0))
+    # Four standard errors of a Bernoulli mean over 20000 draws.
+    np.testing.assert_array_less(np.abs(freq - p), 4 * np.sqrt(p * (1 - p) / 20000) + 1e-9)
+    self.assertTrue(np.all(np.diff(freq) < 0.02))  # Rarer (lower duty) is kept more often.
+    self.assertGreater(freq[0], freq[-1] + 0.3)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_exact_k_keeps_exactly_k_and_prefers_rare(self):
+    n, s = 20, 0.75
+    duty = jnp.linspace(0.0, 1.0, n)
+    fn = functools.partial(ops.smart_inhibition, sparsity=s, beta=3.0, sampling="exact_k")
+    y, mask = self.variant(fn)(jnp.ones((5000, n)), duty, KEY)
+    np.testing.assert_array_equal(mask.sum(-1), ops.num_winners(n, s))
+    freq = np.asarray(mask.mean(0))
+    self.assertGreater(freq[:5].mean(), freq[-5:].mean() + 0.2)
+    np.testing.assert_allclose(y, np.where(mask, 1 / (1 - s), 0.0), rtol=1e-6)
+
+  def test_invalid_entries_are_never_kept(self):
+    valid = jnp.arange(12) < 7
+    for sampling in ops.SAMPLING:
+      _, mask = ops.smart_inhibition(jnp.ones((500, 12)), jnp.full(12, 0.5), KEY, 0.5,
+                                     beta=1.0, sampling=sampling, valid=valid)
+      self.assertFalse(bool(jnp.any(mask & ~valid)))
+      self.assertTrue(bool(jnp.all(jnp.isfinite(mask.sum()))))
+
+  def test_fixed_key_gives_identical_results(self):
+    x = jax.random.normal(KEY, (8, 32))
+    a = ops.smart_inhibition(x, jnp.full(32, 0.3), KEY, 0.5, beta=1.0)
+    b = ops.smart_inhibition(x, jnp.full(32, 0.3), KEY, 0.5, beta=1.0)
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+class DutyCycleTest(chex.TestCase):
+
+  def test_converges_to_true_frequency_with_padding_excluded(self):
+    n, period = 8, 50
+    p_true = jnp.linspace(0.05, 0.95, n)
+
+    @jax.jit
+    def step(duty, key):
+      k1, k2 = jax.random.split(key)
+      mask = jax.random.uniform(k1, (32, 10, n)) < p_true
+      valid = jax.random.uniform(k2, (32, 10, 1)) < 0.6
+      mask = mask | ~valid  # Padded vectors look fully active; they must not count.
+      return ops.update_duty_cycle(duty, mask, valid, period), None
+
+    duty, _ = jax.lax.scan(step, jnp.full(n, 0.5), jax.random.split(KEY, 1000))
+    np.testing.assert_allclose(duty, p_true, atol=0.03)
+
+  def test_exact_ema_step_and_untouched_features(self):
+    duty = jnp.array([[0.5, 0.5, 0.5]])
+    mask = jnp.array([[[True, False, True]], [[True, True, True]]])  # [2, 1, 3]
+    valid = jnp.array([[[True, True, False]], [[True, False, False]]])
+    new = ops.update_duty_cycle(duty, mask, valid, period=4)
+    # Feature 0: freq 1; feature 1: freq 0 (one valid vector); feature 2: no valid entry.
+    np.testing.assert_allclose(new, [[0.5 + 0.5 / 4, 0.5 - 0.5 / 4, 0.5]])
+
+
+class ValidationTest(chex.TestCase):
+
+  @parameterized.parameters(
+      (lambda: ops.num_winners(10, 0.0), "sparsity=0.0"),
+      (lambda: ops.num_winners(10, 1.0), "sparsity=1.0"),
+      (lambda: ops.kwta(jnp.ones((2, 4)), 0), "k=0"),
+      (lambda: ops.kwta(jnp.ones((2, 4)), 5), "k=5"),
+      (lambda: ops.kwta(jnp.ones((2, 4)), 2, method="sort"), "method='sort'"),
+      (lambda: ops.kwta(jnp.ones((2, 4)), 2, by="abs"), "by='abs'"),
+      (lambda: ops.kwta(jnp.ones((2, 4)), 2, valid=jnp.ones(3, bool)), "valid has shape"),
+      (lambda: ops.boost_factors(jnp.ones(3), 0.5, -1.0), "beta=-1.0"),
+      (lambda: ops.rfb_kwta(jnp.ones((2, 4)), jnp.ones(4), 2, beta=1.0, transmit="x"),
+       "transmit='x'"),
+      (lambda: ops.smart_inhibition(jnp.ones(4), jnp.ones(4), KEY, 0.5, beta=1.0,
+                                    sampling="gumbel"), "sampling='gumbel'"),
+      (lambda: ops.update_duty_cycle(jnp.ones(4), jnp.ones(4, bool), None, 0), "period=0"),
+  )
+  def test_bad_arguments_raise_naming_the_value(self, call, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+      call()
+
+  def test_num_winners_rounding(self):
+    self.assertEqual(ops.num_winners(10, 0.7), 3)
+    self.assertEqual(ops.num_winners(10, 0.99), 1)
+    self.assertEqual(ops.num_winners(512, 0.5), 256)
