@@ -72,6 +72,13 @@ class Homeostatic(nn.Module):
       self.variable(HOMEOSTASIS, name, jnp.asarray, value, jnp.float32)
     return duty.value[..., :n]
 
+  def winners(self, x: Array, valid: Array | None) -> tuple[int | Array, int]:
+    """`(k, k_max)`: k counts among the valid features when `valid` varies along them."""
+    k_max = ops.num_winners(x.shape[-1], self.sparsity)
+    if valid is None or jnp.shape(valid)[-1] == 1:
+      return k_max, k_max
+    return ops.winners_per_vector(jnp.broadcast_to(valid, x.shape), self.sparsity), k_max
+
   def record(self, mask: Array, valid: Array | None, train: bool) -> None:
     """Updates the duty cycle with this step's winners, when training and mutable."""
     if not train or self.is_initializing() or not self.is_mutable_collection(HOMEOSTASIS):
@@ -96,8 +103,8 @@ class KWTA(Homeostatic):
   @nn.compact
   def __call__(self, x: Array, valid: Array | None = None, *, train: bool = False) -> Array:
     self.duty_cycle(x)
-    k = ops.num_winners(x.shape[-1], self.sparsity)
-    y, mask = ops.kwta(x, k, method=self.method, by=self.by, valid=valid)
+    k, k_max = self.winners(x, valid)
+    y, mask = ops.kwta(x, k, method=self.method, by=self.by, valid=valid, k_max=k_max)
     self.record(mask, valid, train)
     return y
 
@@ -131,10 +138,10 @@ class RFBKWTA(Boosted):
   @nn.compact
   def __call__(self, x: Array, valid: Array | None = None, *, train: bool = False) -> Array:
     duty = self.duty_cycle(x)
-    k = ops.num_winners(x.shape[-1], self.sparsity)
+    k, k_max = self.winners(x, valid)
     y, mask = ops.rfb_kwta(x, duty, k, beta=self.beta, b_max=self.b_max,
                            transmit=self.transmit, method=self.method, by=self.by,
-                           valid=valid)
+                           valid=valid, k_max=k_max)
     self.record(mask, valid, train)
     return y
 
@@ -159,8 +166,8 @@ class SmartInhibition(Boosted):
     duty = self.duty_cycle(x)
     if not train:
       return x
-    k = ops.num_winners(x.shape[-1], self.sparsity)
-    self.record(ops.kwta(x, k, method=self.method, valid=valid)[1], valid, train)
+    k, k_max = self.winners(x, valid)
+    self.record(ops.kwta(x, k, method=self.method, valid=valid, k_max=k_max)[1], valid, train)
     y, _ = ops.smart_inhibition(x, duty, self.make_rng(self.rng_collection),
                                 self.sparsity, beta=self.beta, sampling=self.sampling,
                                 b_max=self.b_max, valid=valid)

@@ -69,48 +69,69 @@ def _valid_mask(valid: Array | None, shape: tuple[int, ...]) -> Array | None:
         "use valid[..., None] for a per-vector mask") from None
 
 
-def threshold(scores: Array, k: int, method: Method = "exact",
-              valid: Array | None = None) -> Array:
+def winners_per_vector(valid: Array, sparsity: float) -> Array:
+  """Per-vector k, `max(1, round((1 - sparsity) * n_valid))`, shaped `[..., 1]`."""
+  n_valid = jnp.sum(valid, axis=-1, keepdims=True)
+  return jnp.maximum(1, jnp.floor((1.0 - sparsity) * n_valid + 0.5)).astype(jnp.int32)
+
+
+def threshold(scores: Array, k: int | Array, method: Method = "exact",
+              valid: Array | None = None, k_max: int | None = None) -> Array:
   """The k-th largest score of each vector (shape `[..., 1]`), exact or estimated.
 
-  `exact` uses `lax.top_k`. `statistical` estimates it in linear time as
-  `mean + std * Phi^-1(1 - k/n)` over the valid entries, exact in expectation for
-  Gaussian scores. With fewer than k valid entries, every valid entry passes.
+  `k` is an int, or an int array broadcastable to `[..., 1]` (a k per vector, e.g. from
+  `winners_per_vector`) with the static bound `k_max`. `exact` uses `lax.top_k`.
+  `statistical` estimates the threshold in linear time as `mean + std * Phi^-1(1 - k/n)`
+  over the valid entries, exact in expectation for Gaussian scores. With fewer than k
+  valid entries, every valid entry passes.
   """
   n = scores.shape[-1]
-  _check_k(k, n)
+  per_vector = not isinstance(k, int)
+  if per_vector and k_max is None:
+    raise ValueError("a per-vector k needs its static bound k_max")
+  _check_k(k_max if per_vector else k, n)
   check_choice("method", method, METHODS)
   if method == "exact":
     if valid is not None:
       scores = jnp.where(valid, scores, -jnp.inf)
-    return lax.top_k(scores, k)[0][..., -1:]
-  if k == n:
-    return jnp.full(scores.shape[:-1] + (1,), -jnp.inf, scores.dtype)
-  z = statistics.NormalDist().inv_cdf(1.0 - k / n)
+    top = lax.top_k(scores, k_max if per_vector else k)[0]
+    if not per_vector:
+      return top[..., k - 1:k]
+    index = jnp.clip(jnp.broadcast_to(k, top.shape[:-1] + (1,)) - 1, 0, k_max - 1)
+    return jnp.take_along_axis(top, index, axis=-1)
   s32 = scores.astype(jnp.float32)
   if valid is None:
+    count = n
     mean = jnp.mean(s32, axis=-1, keepdims=True)
     var = jnp.var(s32, axis=-1, keepdims=True)
   else:
     count = jnp.maximum(jnp.sum(valid, axis=-1, keepdims=True), 1)
     mean = jnp.sum(jnp.where(valid, s32, 0.0), axis=-1, keepdims=True) / count
     var = jnp.sum(jnp.where(valid, (s32 - mean) ** 2, 0.0), axis=-1, keepdims=True) / count
+  if per_vector or valid is not None:
+    share = jnp.clip(k / count, 0.0, 1.0)
+    z = jnp.where(share < 1.0, jax.scipy.special.ndtri(1.0 - share), -jnp.inf)
+  elif k == n:
+    z = -math.inf
+  else:
+    z = statistics.NormalDist().inv_cdf(1.0 - k / n)
   return (mean + jnp.sqrt(var) * z).astype(scores.dtype)
 
 
-def kwta(x: Array, k: int, *, method: Method = "exact", by: By = "value",
-         valid: Array | None = None) -> tuple[Array, Array]:
+def kwta(x: Array, k: int | Array, *, method: Method = "exact", by: By = "value",
+         valid: Array | None = None, k_max: int | None = None) -> tuple[Array, Array]:
   """k-winners-take-all along the last axis: returns `(x * mask, mask)`.
 
   `mask` is True where the score (`x`, or `|x|` with `by="magnitude"`) is at least the
   k-th largest of its vector. The gradient is the mask: it flows to winners only, and
   not through the selection. With `method="exact"`, ties at the threshold may give more
-  than k winners; `method="statistical"` keeps about k (see `threshold`).
+  than k winners; `method="statistical"` keeps about k. A per-vector `k` needs the
+  static bound `k_max` (see `threshold`).
   """
   check_choice("by", by, BY)
   valid = _valid_mask(valid, x.shape)
   scores = lax.stop_gradient(x if by == "value" else jnp.abs(x))
-  mask = scores >= threshold(scores, k, method, valid)
+  mask = scores >= threshold(scores, k, method, valid, k_max)
   if valid is not None:
     mask = mask & valid
   return jnp.where(mask, x, jnp.zeros((), x.dtype)), mask
@@ -127,20 +148,22 @@ def boost_factors(duty: Array, target: float, beta: float, b_max: float = 10.0) 
   return jnp.exp(jnp.clip(exponent, -log_b_max, log_b_max))
 
 
-def rfb_kwta(x: Array, duty: Array, k: int, *, beta: float, b_max: float = 10.0,
-             transmit: Transmit = "boosted", method: Method = "exact",
-             by: By = "value", valid: Array | None = None) -> tuple[Array, Array]:
+def rfb_kwta(x: Array, duty: Array, k: int | Array, *, beta: float, b_max: float = 10.0,
+             transmit: Transmit = "boosted", method: Method = "exact", by: By = "value",
+             valid: Array | None = None, k_max: int | None = None) -> tuple[Array, Array]:
   """Rare-features-boosting kWTA: winners of `x * b`, with `b = boost_factors(duty)`.
 
   `duty` is broadcastable to `x.shape` (usually `[n]`). Returns `(y, mask)` with
   `y = x * b * mask` (`transmit="boosted"`) or `y = x * mask` (`"raw"`). The boost is a
-  constant for the gradient.
+  constant for the gradient. The boost's target is `k / n` (`k_max / n` with a
+  per-vector k).
   """
   check_choice("transmit", transmit, TRANSMIT)
   n = x.shape[-1]
-  _check_k(k, n)
-  b = lax.stop_gradient(boost_factors(duty, k / n, beta, b_max)).astype(x.dtype)
-  boosted, mask = kwta(x * b, k, method=method, by=by, valid=valid)
+  k_static = k if isinstance(k, int) else k_max
+  _check_k(k_static, n)
+  b = lax.stop_gradient(boost_factors(duty, k_static / n, beta, b_max)).astype(x.dtype)
+  boosted, mask = kwta(x * b, k, method=method, by=by, valid=valid, k_max=k_max)
   if transmit == "boosted":
     return boosted, mask
   return jnp.where(mask, x, jnp.zeros((), x.dtype)), mask
@@ -153,8 +176,8 @@ def smart_inhibition(x: Array, duty: Array, key: Array, sparsity: float, *, beta
 
   Feature i has preference `w_i = boost_factors(duty)_i`. `bernoulli` keeps it with
   probability `min(1, (1 - s) * n * w_i / sum(w))` (n and the sum over valid features);
-  `exact_k` keeps exactly k features, drawn without replacement by Gumbel-top-k on
-  `log w`. Returns `(x * mask / (1 - s), mask)`.
+  `exact_k` keeps exactly k features (k of the valid ones), drawn without replacement
+  by Gumbel-top-k on `log w`. Returns `(x * mask / (1 - s), mask)`.
   """
   check_choice("sampling", sampling, SAMPLING)
   n = x.shape[-1]
@@ -171,7 +194,8 @@ def smart_inhibition(x: Array, duty: Array, key: Array, sparsity: float, *, beta
     mask = jax.random.uniform(key, x.shape) < keep
   else:
     logits = jnp.log(w) + jax.random.gumbel(key, x.shape)
-    mask = logits >= threshold(logits, k, "exact", valid)
+    k_vec = k if valid is None else winners_per_vector(valid, sparsity)
+    mask = logits >= threshold(logits, k_vec, "exact", valid, k_max=k)
   if valid is not None:
     mask = mask & valid
   scale = jnp.asarray(1.0 / (1.0 - sparsity), x.dtype)
