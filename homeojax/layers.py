@@ -59,13 +59,18 @@ class Homeostatic(nn.Module):
     """Descriptive constants stored beside the duty cycle, for diagnostics."""
     return {}
 
+  def target(self, x: Array) -> float:
+    """The target duty `k / n`, with n the size of the statistics' feature axis."""
+    n = self.stat_shape[-1] if self.stat_shape else x.shape[-1]
+    return ops.num_winners(n, self.sparsity) / n
+
   def duty_cycle(self, x: Array) -> Array:
     """Declares the state on first use and returns the duty of `x`'s features."""
     n = x.shape[-1]
     shape = tuple(self.stat_shape) if self.stat_shape else (n,)
     if shape[-1] < n:
       raise ValueError(f"stat_shape={shape} has fewer than the input's {n} features")
-    target = ops.num_winners(shape[-1], self.sparsity) / shape[-1]
+    target = self.target(x)
     duty = self.variable(HOMEOSTASIS, "duty", jnp.full, shape, target, jnp.float32)
     self.variable(HOMEOSTASIS, "steps", jnp.zeros, (), jnp.int32)
     for name, value in {"target": target, **self.constants()}.items():
@@ -141,7 +146,7 @@ class RFBKWTA(Boosted):
     k, k_max = self.winners(x, valid)
     y, mask = ops.rfb_kwta(x, duty, k, beta=self.beta, b_max=self.b_max,
                            transmit=self.transmit, method=self.method, by=self.by,
-                           valid=valid, k_max=k_max)
+                           valid=valid, k_max=k_max, target=self.target(x))
     self.record(mask, valid, train)
     return y
 
@@ -170,7 +175,7 @@ class SmartInhibition(Boosted):
     self.record(ops.kwta(x, k, method=self.method, valid=valid, k_max=k_max)[1], valid, train)
     y, _ = ops.smart_inhibition(x, duty, self.make_rng(self.rng_collection),
                                 self.sparsity, beta=self.beta, sampling=self.sampling,
-                                b_max=self.b_max, valid=valid)
+                                b_max=self.b_max, valid=valid, target=self.target(x))
     return y
 
 

@@ -150,19 +150,21 @@ def boost_factors(duty: Array, target: float, beta: float, b_max: float = 10.0) 
 
 def rfb_kwta(x: Array, duty: Array, k: int | Array, *, beta: float, b_max: float = 10.0,
              transmit: Transmit = "boosted", method: Method = "exact", by: By = "value",
-             valid: Array | None = None, k_max: int | None = None) -> tuple[Array, Array]:
+             valid: Array | None = None, k_max: int | None = None,
+             target: float | None = None) -> tuple[Array, Array]:
   """Rare-features-boosting kWTA: winners of `x * b`, with `b = boost_factors(duty)`.
 
   `duty` is broadcastable to `x.shape` (usually `[n]`). Returns `(y, mask)` with
   `y = x * b * mask` (`transmit="boosted"`) or `y = x * mask` (`"raw"`). The boost is a
-  constant for the gradient. The boost's target is `k / n` (`k_max / n` with a
-  per-vector k).
+  constant for the gradient. The boost's `target` duty defaults to `k / n` (`k_max / n`
+  with a per-vector k).
   """
   check_choice("transmit", transmit, TRANSMIT)
   n = x.shape[-1]
   k_static = k if isinstance(k, int) else k_max
   _check_k(k_static, n)
-  b = lax.stop_gradient(boost_factors(duty, k_static / n, beta, b_max)).astype(x.dtype)
+  target = k_static / n if target is None else target
+  b = lax.stop_gradient(boost_factors(duty, target, beta, b_max)).astype(x.dtype)
   boosted, mask = kwta(x * b, k, method=method, by=by, valid=valid, k_max=k_max)
   if transmit == "boosted":
     return boosted, mask
@@ -171,7 +173,8 @@ def rfb_kwta(x: Array, duty: Array, k: int | Array, *, beta: float, b_max: float
 
 def smart_inhibition(x: Array, duty: Array, key: Array, sparsity: float, *, beta: float,
                      sampling: Sampling = "bernoulli", b_max: float = 10.0,
-                     valid: Array | None = None) -> tuple[Array, Array]:
+                     valid: Array | None = None,
+                     target: float | None = None) -> tuple[Array, Array]:
   """A dropout-like random mask that favours rarely active features.
 
   Feature i has preference `w_i = boost_factors(duty)_i`. `bernoulli` keeps it with
@@ -183,7 +186,8 @@ def smart_inhibition(x: Array, duty: Array, key: Array, sparsity: float, *, beta
   n = x.shape[-1]
   k = num_winners(n, sparsity)
   valid = _valid_mask(valid, x.shape)
-  w = jnp.broadcast_to(boost_factors(duty, k / n, beta, b_max), x.shape)
+  target = k / n if target is None else target
+  w = jnp.broadcast_to(boost_factors(duty, target, beta, b_max), x.shape)
   if sampling == "bernoulli":
     if valid is None:
       n_valid, w_sum = n, jnp.sum(w, axis=-1, keepdims=True)

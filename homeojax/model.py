@@ -1,0 +1,263 @@
+"""Encoder-decoder Transformer with a homeostatic `Site` at each of five places.
+
+Sites (each configured separately for encoder and decoder by a mechanism chain):
+`embedding` (scaled token embeddings plus positions), `attn_weights` (attention
+probabilities, statistics per head and key position), `attn_output` (concatenated heads,
+before the output projection), `ffn_hidden` (after the FFN activation) and `block_output`
+(the output of every sublayer, before it joins the residual stream: where residual
+dropout usually sits). Empty chains are the identity, so the default is the plain
+Transformer. The decoder has `decode=True` mode with a key/value cache for search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from homeojax.data.tokenizer import PAD_ID
+from homeojax.layers import Site, parse_chain
+
+Array = jax.Array
+SITE_NAMES = ("embedding", "attn_weights", "attn_output", "ffn_hidden", "block_output")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sites:
+  """A mechanism chain (see `homeojax.parse_chain`) for each site of a stack."""
+  embedding: str = ""
+  attn_weights: str = ""
+  attn_output: str = ""
+  ffn_hidden: str = ""
+  block_output: str = ""
+
+  def __post_init__(self):
+    for name in SITE_NAMES:
+      parse_chain(getattr(self, name))  # Validates; raises ValueError naming the problem.
+
+  @classmethod
+  def from_dict(cls, chains: dict[str, str]) -> Sites:
+    """Builds from a mapping, rejecting unknown site names."""
+    unknown = set(chains) - set(SITE_NAMES)
+    if unknown:
+      raise ValueError(f"unknown site {sorted(unknown)[0]!r}; sites are {SITE_NAMES}")
+    return cls(**chains)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Hyperparameters of the Transformer."""
+  vocab_size: int
+  d_model: int = 128
+  d_ff: int = 256
+  heads: int = 4
+  encoder_layers: int = 4
+  decoder_layers: int = 4
+  max_len: int = 128  # Longest sequence: positions and attention statistics.
+  pre_ln: bool = True  # LayerNorm before each sublayer (else after the residual add).
+  share_embeddings: bool = True  # One embedding for source, target and output logits.
+  encoder_sites: Sites = Sites()
+  decoder_sites: Sites = Sites()
+
+  def __post_init__(self):
+    for name in ("vocab_size", "d_model", "d_ff", "heads", "encoder_layers",
+                 "decoder_layers", "max_len"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+    if self.vocab_size < 8:
+      raise ValueError(f"vocab_size={self.vocab_size} is too small (at least 8)")
+    if self.d_model % self.heads:
+      raise ValueError(f"d_model={self.d_model} is not divisible by heads={self.heads}")
+
+
+def sinusoidal_positions(positions: Array, d_model: int) -> Array:
+  """Sinusoidal position encodings `[..., d_model]` of integer positions."""
+  half = d_model // 2
+  freqs = np.exp(-np.log(10000.0) * np.arange(half) / max(half - 1, 1))
+  angles = positions[..., None].astype(jnp.float32) * freqs
+  enc = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+  return jnp.pad(enc, [(0, 0)] * (enc.ndim - 1) + [(0, d_model - 2 * half)])
+
+
+class Attention(nn.Module):
+  """Multi-head attention with `attn_weights` and `attn_output` sites.
+
+  `valid_BxQxK` marks allowed (query, key) pairs. With `decode=True` it is causal
+  self-attention over a cache of keys and values, one query at a time.
+  """
+  cfg: TransformerConfig
+  sites: Sites
+
+  @nn.compact
+  def __call__(self, x_BxQxD: Array, kv_BxKxD: Array, valid_BxQxK: Array | None,
+               query_valid_BxQ: Array, *, train: bool, decode: bool = False) -> Array:
+    cfg = self.cfg
+    head_dim = cfg.d_model // cfg.heads
+    dense = lambda name: nn.DenseGeneral((cfg.heads, head_dim), name=name)
+    q_BxQxHxd = dense("query")(x_BxQxD)
+    k_BxKxHxd = dense("key")(kv_BxKxD)
+    v_BxKxHxd = dense("value")(kv_BxKxD)
+    if decode:
+      initialized = self.has_variable("cache", "key")
+      key = self.variable("cache", "key", jnp.zeros, k_BxKxHxd.shape, k_BxKxHxd.dtype)
+      value = self.variable("cache", "value", jnp.zeros, v_BxKxHxd.shape, v_BxKxHxd.dtype)
+      index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+      if initialized:
+        i = index.value
+        key.value = jax.lax.dynamic_update_slice(key.value, k_BxKxHxd, (0, i, 0, 0))
+        value.value = jax.lax.dynamic_update_slice(value.value, v_BxKxHxd, (0, i, 0, 0))
+        index.value = i + 1
+        k_BxKxHxd, v_BxKxHxd = key.value, value.value
+        valid_BxQxK = (jnp.arange(k_BxKxHxd.shape[1]) <= i)[None, None, :]
+    logits = jnp.einsum("bqhd,bkhd->bqhk", q_BxQxHxd, k_BxKxHxd) / np.sqrt(head_dim)
+    valid_BxQx1xK = None if valid_BxQxK is None else valid_BxQxK[:, :, None, :]
+    if valid_BxQx1xK is not None:
+      logits = jnp.where(valid_BxQx1xK, logits, jnp.finfo(logits.dtype).min)
+    weights_BxQxHxK = jax.nn.softmax(logits, axis=-1)
+    site_valid = query_valid_BxQ[:, :, None, None]
+    if valid_BxQx1xK is not None:
+      site_valid = site_valid & valid_BxQx1xK
+    weights_BxQxHxK = Site(self.sites.attn_weights, stat_shape=(cfg.heads, cfg.max_len),
+                           name="attn_weights")(weights_BxQxHxK, site_valid, train=train)
+    out_BxQxHxd = jnp.einsum("bqhk,bkhd->bqhd", weights_BxQxHxK, v_BxKxHxd)
+    out_BxQxD = out_BxQxHxd.reshape(out_BxQxHxd.shape[:2] + (cfg.d_model,))
+    out_BxQxD = Site(self.sites.attn_output, name="attn_output")(
+        out_BxQxD, query_valid_BxQ[..., None], train=train)
+    return nn.Dense(cfg.d_model, name="out")(out_BxQxD)
+
+
+class FeedForward(nn.Module):
+  """Dense, ReLU, the `ffn_hidden` site, Dense."""
+  cfg: TransformerConfig
+  sites: Sites
+
+  @nn.compact
+  def __call__(self, x_BxLxD: Array, valid_BxL: Array, *, train: bool) -> Array:
+    h_BxLxF = nn.relu(nn.Dense(self.cfg.d_ff, name="hidden")(x_BxLxD))
+    h_BxLxF = Site(self.sites.ffn_hidden, name="ffn_hidden")(h_BxLxF, valid_BxL[..., None],
+                                                             train=train)
+    return nn.Dense(self.cfg.d_model, name="output")(h_BxLxF)
+
+
+class Residual(nn.Module):
+  """`x + block_output_site(sublayer(LN(x)))` (pre-LN) or `LN(x + site(sublayer(x)))`."""
+  cfg: TransformerConfig
+  sites: Sites
+
+  @nn.compact
+  def __call__(self, x_BxLxD: Array, sublayer, valid_BxL: Array, *, train: bool) -> Array:
+    y = sublayer(nn.LayerNorm(name="norm")(x_BxLxD) if self.cfg.pre_ln else x_BxLxD)
+    y = Site(self.sites.block_output, name="block_output")(y, valid_BxL[..., None],
+                                                           train=train)
+    x_BxLxD = x_BxLxD + y
+    return x_BxLxD if self.cfg.pre_ln else nn.LayerNorm(name="norm")(x_BxLxD)
+
+
+class Embedder(nn.Module):
+  """Scaled token embedding plus sinusoidal positions, then the `embedding` site."""
+  cfg: TransformerConfig
+  sites: Sites
+  embed: nn.Module
+
+  @nn.compact
+  def __call__(self, tokens_BxL: Array, positions_BxL: Array, *, train: bool) -> Array:
+    x = self.embed(tokens_BxL) * np.sqrt(self.cfg.d_model)
+    x = x + sinusoidal_positions(positions_BxL, self.cfg.d_model)
+    return Site(self.sites.embedding, name="embedding")(x, (tokens_BxL != PAD_ID)[..., None],
+                                                        train=train)
+
+
+class EncoderLayer(nn.Module):
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BxSxD: Array, valid_BxS: Array, *, train: bool) -> Array:
+    cfg, sites = self.cfg, self.cfg.encoder_sites
+    attention_valid = jnp.broadcast_to(valid_BxS[:, None, :], valid_BxS.shape + valid_BxS.shape[-1:])
+    attend = Attention(cfg, sites, name="self_attention")
+    x_BxSxD = Residual(cfg, sites, name="attention_block")(
+        x_BxSxD, lambda y: attend(y, y, attention_valid, valid_BxS, train=train), valid_BxS,
+        train=train)
+    ffn = FeedForward(cfg, sites, name="ffn")
+    return Residual(cfg, sites, name="ffn_block")(
+        x_BxSxD, lambda y: ffn(y, valid_BxS, train=train), valid_BxS, train=train)
+
+
+class DecoderLayer(nn.Module):
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, y_BxTxD: Array, valid_BxT: Array, encoded_BxSxD: Array,
+               src_valid_BxS: Array, *, train: bool, decode: bool) -> Array:
+    cfg, sites = self.cfg, self.cfg.decoder_sites
+    t = y_BxTxD.shape[1]
+    causal_BxTxT = (jnp.tril(jnp.ones((t, t), bool))[None] & valid_BxT[:, None, :])
+    cross_BxTxS = jnp.broadcast_to(src_valid_BxS[:, None, :],
+                                   valid_BxT.shape + src_valid_BxS.shape[-1:])
+    self_attend = Attention(cfg, sites, name="self_attention")
+    cross_attend = Attention(cfg, sites, name="cross_attention")
+    ffn = FeedForward(cfg, sites, name="ffn")
+    y_BxTxD = Residual(cfg, sites, name="self_attention_block")(
+        y_BxTxD, lambda z: self_attend(z, z, causal_BxTxT, valid_BxT, train=train,
+                                       decode=decode), valid_BxT, train=train)
+    y_BxTxD = Residual(cfg, sites, name="cross_attention_block")(
+        y_BxTxD, lambda z: cross_attend(z, encoded_BxSxD, cross_BxTxS, valid_BxT,
+                                        train=train), valid_BxT, train=train)
+    return Residual(cfg, sites, name="ffn_block")(
+        y_BxTxD, lambda z: ffn(z, valid_BxT, train=train), valid_BxT, train=train)
+
+
+class Transformer(nn.Module):
+  """The encoder-decoder. `__call__` gives training logits; `encode`/`decode` search."""
+  cfg: TransformerConfig
+
+  def setup(self):
+    cfg = self.cfg
+    init = nn.initializers.normal(stddev=cfg.d_model ** -0.5)
+    self.source_embed = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=init)
+    self.target_embed = (self.source_embed if cfg.share_embeddings else
+                         nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=init))
+    self.encoder_embedder = Embedder(cfg, cfg.encoder_sites, self.source_embed)
+    self.decoder_embedder = Embedder(cfg, cfg.decoder_sites, self.target_embed)
+    self.encoder_layers = [EncoderLayer(cfg) for _ in range(cfg.encoder_layers)]
+    self.decoder_layers = [DecoderLayer(cfg) for _ in range(cfg.decoder_layers)]
+    if cfg.pre_ln:
+      self.encoder_norm, self.decoder_norm = nn.LayerNorm(), nn.LayerNorm()
+    if not cfg.share_embeddings:
+      self.output = nn.Dense(cfg.vocab_size)
+
+  def encode(self, src_BxS: Array, *, train: bool = False) -> Array:
+    """Encoder states `[B, S, D]` of source ids (0 = padding)."""
+    valid_BxS = src_BxS != PAD_ID
+    positions = jnp.broadcast_to(jnp.arange(src_BxS.shape[1]), src_BxS.shape)
+    x = self.encoder_embedder(src_BxS, positions, train=train)
+    for layer in self.encoder_layers:
+      x = layer(x, valid_BxS, train=train)
+    return self.encoder_norm(x) if self.cfg.pre_ln else x
+
+  def decode(self, encoded_BxSxD: Array, src_BxS: Array, tgt_in_BxT: Array, *,
+             train: bool = False, decode: bool = False) -> Array:
+    """Next-token logits `[B, T, V]`; with `decode=True`, one step over the cache."""
+    valid_BxT = tgt_in_BxT != PAD_ID
+    positions = jnp.broadcast_to(jnp.arange(tgt_in_BxT.shape[1]), tgt_in_BxT.shape)
+    if decode:
+      initialized = self.has_variable("cache", "position")
+      position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+      if initialized:
+        positions = positions + position.value
+        position.value = position.value + tgt_in_BxT.shape[1]
+      valid_BxT = jnp.ones_like(valid_BxT)
+    y = self.decoder_embedder(tgt_in_BxT, positions, train=train)
+    for layer in self.decoder_layers:
+      y = layer(y, valid_BxT, encoded_BxSxD, src_BxS != PAD_ID, train=train, decode=decode)
+    if self.cfg.pre_ln:
+      y = self.decoder_norm(y)
+    logits = self.target_embed.attend(y) if self.cfg.share_embeddings else self.output(y)
+    return logits.astype(jnp.float32)
+
+  def __call__(self, src_BxS: Array, tgt_in_BxT: Array, *, train: bool = False) -> Array:
+    return self.decode(self.encode(src_BxS, train=train), src_BxS, tgt_in_BxT, train=train)
