@@ -102,10 +102,10 @@ class Attention(nn.Module):
     k_BxKxHxd = dense("key")(kv_BxKxD)
     v_BxKxHxd = dense("value")(kv_BxKxD)
     if decode:
-      initialized = self.has_variable("cache", "key")
-      key = self.variable("cache", "key", jnp.zeros, k_BxKxHxd.shape, k_BxKxHxd.dtype)
-      value = self.variable("cache", "value", jnp.zeros, v_BxKxHxd.shape, v_BxKxHxd.dtype)
-      index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+      initialized = self.has_variable("cache", "cached_key")
+      key = self.variable("cache", "cached_key", jnp.zeros, k_BxKxHxd.shape, k_BxKxHxd.dtype)
+      value = self.variable("cache", "cached_value", jnp.zeros, v_BxKxHxd.shape, v_BxKxHxd.dtype)
+      index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
       if initialized:
         i = index.value
         key.value = jax.lax.dynamic_update_slice(key.value, k_BxKxHxd, (0, i, 0, 0))
@@ -158,15 +158,25 @@ class Residual(nn.Module):
 
 
 class Embedder(nn.Module):
-  """Scaled token embedding plus sinusoidal positions, then the `embedding` site."""
+  """Scaled token embedding plus sinusoidal positions, then the `embedding` site.
+
+  With `decode=True`, positions continue from a counter in the `"cache"` collection.
+  """
   cfg: TransformerConfig
   sites: Sites
   embed: nn.Module
 
   @nn.compact
-  def __call__(self, tokens_BxL: Array, positions_BxL: Array, *, train: bool) -> Array:
+  def __call__(self, tokens_BxL: Array, *, train: bool, decode: bool = False) -> Array:
+    positions_L = jnp.arange(tokens_BxL.shape[1])
+    if decode:
+      initialized = self.has_variable("cache", "position")
+      position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+      if initialized:
+        positions_L = positions_L + position.value
+        position.value = position.value + tokens_BxL.shape[1]
     x = self.embed(tokens_BxL) * np.sqrt(self.cfg.d_model)
-    x = x + sinusoidal_positions(positions_BxL, self.cfg.d_model)
+    x = x + sinusoidal_positions(positions_L, self.cfg.d_model)
     return Site(self.sites.embedding, name="embedding")(x, (tokens_BxL != PAD_ID)[..., None],
                                                         train=train)
 
@@ -233,8 +243,7 @@ class Transformer(nn.Module):
   def encode(self, src_BxS: Array, *, train: bool = False) -> Array:
     """Encoder states `[B, S, D]` of source ids (0 = padding)."""
     valid_BxS = src_BxS != PAD_ID
-    positions = jnp.broadcast_to(jnp.arange(src_BxS.shape[1]), src_BxS.shape)
-    x = self.encoder_embedder(src_BxS, positions, train=train)
+    x = self.encoder_embedder(src_BxS, train=train)
     for layer in self.encoder_layers:
       x = layer(x, valid_BxS, train=train)
     return self.encoder_norm(x) if self.cfg.pre_ln else x
@@ -242,16 +251,9 @@ class Transformer(nn.Module):
   def decode(self, encoded_BxSxD: Array, src_BxS: Array, tgt_in_BxT: Array, *,
              train: bool = False, decode: bool = False) -> Array:
     """Next-token logits `[B, T, V]`; with `decode=True`, one step over the cache."""
-    valid_BxT = tgt_in_BxT != PAD_ID
-    positions = jnp.broadcast_to(jnp.arange(tgt_in_BxT.shape[1]), tgt_in_BxT.shape)
-    if decode:
-      initialized = self.has_variable("cache", "position")
-      position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
-      if initialized:
-        positions = positions + position.value
-        position.value = position.value + tgt_in_BxT.shape[1]
-      valid_BxT = jnp.ones_like(valid_BxT)
-    y = self.decoder_embedder(tgt_in_BxT, positions, train=train)
+    # While decoding, every fed token counts (finished rows are discarded later).
+    valid_BxT = jnp.ones_like(tgt_in_BxT, bool) if decode else tgt_in_BxT != PAD_ID
+    y = self.decoder_embedder(tgt_in_BxT, train=train, decode=decode)
     for layer in self.decoder_layers:
       y = layer(y, valid_BxT, encoded_BxSxD, src_BxS != PAD_ID, train=train, decode=decode)
     if self.cfg.pre_ln:

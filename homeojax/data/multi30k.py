@@ -167,6 +167,7 @@ def load(source: str, target: str, splits: Sequence[str], tfds_dir: str,
   mode = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
   if builder.is_prepared() and not set(wanted) <= set(builder.info.splits):
     mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
+  tfds.disable_progress_bar()
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       download_mode=mode, try_download_gcs=False))
   out = {}

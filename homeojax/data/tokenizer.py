@@ -24,8 +24,8 @@ def settings_key(texts: Sequence[str], vocab_size: int, model_type: str) -> str:
 
 
 def train_or_load(texts: Sequence[str], cache_dir: str | Path, vocab_size: int = 8000,
-                  model_type: str = "unigram") -> spm.SentencePieceProcessor:
-  """The SentencePiece model for these texts and settings, trained on first use.
+                  model_type: str = "unigram") -> Path:
+  """The path of the SentencePiece model for these texts and settings, trained on first use.
 
   The model file is `cache_dir/spm-{key}.model`, so changed text or settings train a new
   one and an existing one is reused.
@@ -50,7 +50,7 @@ def train_or_load(texts: Sequence[str], cache_dir: str | Path, vocab_size: int =
       tmp_model = path.with_suffix(".tmp")
       tmp_model.write_bytes((Path(tmp) / "spm.model").read_bytes())
       tmp_model.replace(path)  # Atomic: a crash never leaves a partial model.
-  return load(path)
+  return path
 
 
 def load(path: str | Path) -> spm.SentencePieceProcessor:

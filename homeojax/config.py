@@ -1,0 +1,165 @@
+"""Experiment configuration: the base config, the paper's variants, and validation.
+
+Site chains may hold `{sparsity}`, `{beta}`, `{method}`, `{period}` and `{dropout}`
+placeholders, filled from `config.regularizer` when the model is built, so one command-line
+override (`--config.regularizer.sparsity=0.5`) changes every site of a variant.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from homeojax.data.multi30k import LANGUAGES, SPLIT_FILES
+from homeojax.model import SITE_NAMES, Sites, TransformerConfig
+
+# The paper's variants: the chain of each site, the same for encoder and decoder.
+VARIANTS: dict[str, dict[str, str]] = {
+    "classic": {},
+    "dropout": {"attn_weights": "dropout(rate={dropout})",
+                "block_output": "dropout(rate={dropout})"},
+    "kwta": {"block_output": "kwta(sparsity={sparsity}, method={method})"},
+    "rfb_kwta_dropout": {
+        "attn_weights": "dropout(rate={dropout})",
+        "block_output": "rfb_kwta(sparsity={sparsity}, beta={beta}, method={method}, "
+                        "period={period}), dropout(rate={dropout})"},
+    "smart_inhibition": {
+        "attn_weights": "smart_inhibition(sparsity={dropout}, beta={beta}, period={period})",
+        "block_output": "smart_inhibition(sparsity={dropout}, beta={beta}, period={period})"},
+    "rfb_kwta_smart_inhibition": {
+        "attn_weights": "smart_inhibition(sparsity={dropout}, beta={beta}, period={period})",
+        "block_output": "rfb_kwta(sparsity={sparsity}, beta={beta}, method={method}, "
+                        "period={period}), smart_inhibition(sparsity={dropout}, beta={beta}, "
+                        "period={period})"},
+}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults shared by every experiment; `configs/*.py` override them."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds parameters, dropout and data order.
+  c.variant = "classic"  # Name of the variant the site chains came from (for reports).
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source_lang = "en"  # Source language: en, de, fr or cs.
+  c.data.target_lang = "de"  # Target language.
+  c.data.local_dir = os.environ.get("HOMEOJAX_MULTI30K", "")  # Offline copy; "" downloads.
+  c.data.tfds_dir = ""  # Where TFDS prepares the data; "" is WORKDIR/tfds.
+  c.data.vocab_size = 8000  # Joint SentencePiece vocabulary size.
+  c.data.max_len = 64  # Training pairs longer than this (in tokens, with EOS) are dropped.
+  c.data.tokens_per_batch = 4096  # Padded tokens per training batch (per side).
+  c.data.eval_split = "validation"  # Split for periodic validation loss and BLEU.
+  c.data.eval_sentences = 0  # Validation BLEU on the first N sentences; 0 is all.
+
+  c.model = ml_collections.ConfigDict()
+  c.model.d_model = 128  # Width of the residual stream.
+  c.model.d_ff = 256  # Width of the feed-forward hidden layer.
+  c.model.heads = 4  # Attention heads.
+  c.model.encoder_layers = 4  # Encoder blocks.
+  c.model.decoder_layers = 4  # Decoder blocks.
+  c.model.max_len = 128  # Longest sequence the model handles (positions, statistics).
+  c.model.pre_ln = True  # LayerNorm before sublayers (False: after the residual add).
+  c.model.share_embeddings = True  # Tie source, target and output embeddings.
+
+  c.regularizer = ml_collections.ConfigDict()
+  c.regularizer.dropout = 0.1  # Dropout rate (and Smart Inhibition sparsity in variants).
+  c.regularizer.sparsity = 0.3  # kWTA / RFB-kWTA sparsity s (share of features zeroed).
+  c.regularizer.beta = 1.0  # Boost strength of RFB-kWTA and Smart Inhibition.
+  c.regularizer.method = "exact"  # kWTA threshold: exact or statistical.
+  c.regularizer.period = 1000  # Duty-cycle averaging period, in steps.
+
+  c.sites = ml_collections.ConfigDict()
+  for stack in ("encoder", "decoder"):
+    c.sites[stack] = ml_collections.ConfigDict({name: "" for name in SITE_NAMES})
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 1e-3  # Peak learning rate of AdamW.
+  c.optim.warmup_steps = 1000  # Linear warmup from 0 to the peak.
+  c.optim.end_lr_fraction = 0.01  # Cosine decay to this share of the peak at the last step.
+  c.optim.b2 = 0.98  # Adam second-moment decay.
+  c.optim.weight_decay = 1e-4  # Decoupled weight decay (never on homeostasis state).
+  c.optim.label_smoothing = 0.1  # Label smoothing of the cross-entropy.
+  c.optim.grad_clip = 1.0  # Global gradient-norm clip; 0 disables.
+
+  c.num_train_steps = 20_000  # Optimizer steps.
+  c.log_every = 100  # Steps between metric logs (the only host syncs of the loop).
+  c.eval_every = 2_000  # Steps between validation loss + BLEU (and best checkpoint).
+  c.checkpoint_every = 1_000  # Steps between checkpoints.
+  c.keep_checkpoints = 3  # Latest checkpoints kept (the best one is kept apart).
+
+  c.decode = ml_collections.ConfigDict()
+  c.decode.beam_size = 5  # Beam size for eval.py; 1 is greedy.
+  c.decode.eval_beam_size = 1  # Beam size for validation BLEU during training.
+  c.decode.length_penalty = 0.6  # GNMT length-penalty exponent alpha.
+  c.decode.tokens_per_batch = 4096  # Source tokens per decoding batch (before beams).
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.fsdp = False  # Shard parameters and optimizer state over devices (else replicate).
+  return c
+
+
+def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+  """Sets every site chain of `c` to the named paper variant (both stacks)."""
+  if variant not in VARIANTS:
+    raise ValueError(f"variant={variant!r} is not one of {tuple(VARIANTS)}")
+  c.variant = variant
+  for stack in ("encoder", "decoder"):
+    for name in SITE_NAMES:
+      c.sites[stack][name] = VARIANTS[variant].get(name, "")
+  return c
+
+
+def _check_int(name: str, value, low: int = 1) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+
+
+def model_config(c: ml_collections.ConfigDict) -> TransformerConfig:
+  """The model's config, with site placeholders filled; raises ValueError on bad values."""
+  stacks = {}
+  for stack in ("encoder", "decoder"):
+    chains = {}
+    for name, chain in c.sites[stack].items():
+      try:
+        chains[name] = chain.format(**c.regularizer)
+      except (KeyError, IndexError) as e:
+        raise ValueError(f"sites.{stack}.{name}={chain!r}: unknown placeholder {e}") from None
+    try:
+      stacks[stack] = Sites.from_dict(chains)
+    except ValueError as e:
+      raise ValueError(f"sites.{stack}: {e}") from None
+  return TransformerConfig(vocab_size=c.data.vocab_size, encoder_sites=stacks["encoder"],
+                           decoder_sites=stacks["decoder"], **c.model)
+
+
+def validate(c: ml_collections.ConfigDict) -> TransformerConfig:
+  """Checks every setting before any expensive work; returns the model config."""
+  for lang in ("source_lang", "target_lang"):
+    if c.data[lang] not in LANGUAGES:
+      raise ValueError(f"data.{lang}={c.data[lang]!r} is not one of {LANGUAGES}")
+  if c.data.source_lang == c.data.target_lang:
+    raise ValueError(f"data.source_lang and data.target_lang are both {c.data.source_lang!r}")
+  if c.data.eval_split not in SPLIT_FILES:
+    raise ValueError(f"data.eval_split={c.data.eval_split!r} is not one of {tuple(SPLIT_FILES)}")
+  if c.data.local_dir and not os.path.isdir(c.data.local_dir):
+    raise ValueError(f"data.local_dir={c.data.local_dir!r} is not a directory")
+  for name in ("num_train_steps", "log_every", "eval_every", "checkpoint_every",
+               "keep_checkpoints"):
+    _check_int(name, c[name])
+  for name in ("max_len", "tokens_per_batch"):
+    _check_int(f"data.{name}", c.data[name], 2)
+  _check_int("data.eval_sentences", c.data.eval_sentences, 0)
+  _check_int("optim.warmup_steps", c.optim.warmup_steps, 0)
+  _check_int("decode.beam_size", c.decode.beam_size)
+  _check_int("decode.eval_beam_size", c.decode.eval_beam_size)
+  for name in ("learning_rate", "weight_decay", "label_smoothing", "grad_clip",
+               "end_lr_fraction"):
+    if not isinstance(c.optim[name], (int, float)) or c.optim[name] < 0:
+      raise ValueError(f"optim.{name}={c.optim[name]!r} must be a number >= 0")
+  if not c.optim.label_smoothing < 1:
+    raise ValueError(f"optim.label_smoothing={c.optim.label_smoothing!r} must be < 1")
+  model = model_config(c)
+  if c.data.max_len > model.max_len:
+    raise ValueError(f"data.max_len={c.data.max_len} exceeds model.max_len={model.max_len}")
+  return model

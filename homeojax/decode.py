@@ -1,0 +1,166 @@
+"""Greedy and beam search over a step function with a cache, and model translation.
+
+A step function maps `(tokens [N, 1], cache) -> (logits [N, V], cache)`, where the cache
+is any pytree whose leaves have N rows. Searches are `lax.while_loop`s: they jit, and stop
+as soon as every sequence is finished.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from homeojax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+Array = jax.Array
+StepFn = Callable[[Array, Any], tuple[Array, Any]]
+NEG_INF = -1.0e9
+
+
+def greedy_search(step_fn: StepFn, cache: Any, batch: int, max_len: int,
+                  bos_id: int = BOS_ID, eos_id: int = EOS_ID) -> Array:
+  """The argmax continuation of each row: `[batch, max_len]` ids, padded after EOS."""
+
+  def body(state):
+    i, tokens, finished, cache = state
+    logits, cache = step_fn(jax.lax.dynamic_slice_in_dim(tokens, i, 1, axis=1), cache)
+    next_token = jnp.where(finished, PAD_ID, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
+    tokens = jax.lax.dynamic_update_slice_in_dim(tokens, next_token[:, None], i + 1, axis=1)
+    return i + 1, tokens, finished | (next_token == eos_id), cache
+
+  tokens = jnp.zeros((batch, max_len + 1), jnp.int32).at[:, 0].set(bos_id)
+  state = (jnp.zeros((), jnp.int32), tokens, jnp.zeros((batch,), bool), cache)
+  _, tokens, _, _ = jax.lax.while_loop(
+      lambda s: (s[0] < max_len) & ~jnp.all(s[2]), body, state)
+  return tokens[:, 1:]
+
+
+def length_penalty(length: Array | int, alpha: float) -> Array:
+  """GNMT length penalty `((5 + length) / 6) ** alpha`."""
+  return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
+
+
+def _gather_beams(x_BxKx: Array, indices_BxJ: Array) -> Array:
+  """`x[b, indices[b, j]]` for every batch row b: picks beams of a `[B, K, ...]` array."""
+  shape = indices_BxJ.shape + (1,) * (x_BxKx.ndim - 2)
+  return jnp.take_along_axis(x_BxKx, indices_BxJ.reshape(shape), axis=1)
+
+
+def _gather_cache(cache: Any, parent_BxK: Array) -> Any:
+  """Reorders the `[B * K, ...]` leaves of a cache by parent beam; scalars are shared."""
+  batch, beam = parent_BxK.shape
+  def gather(x):
+    if x.ndim == 0:
+      return x
+    beams = x.reshape((batch, beam) + x.shape[1:])
+    return _gather_beams(beams, parent_BxK).reshape(x.shape)
+  return jax.tree.map(gather, cache)
+
+
+def beam_search(step_fn: StepFn, cache: Any, batch: int, beam: int, max_len: int,
+                alpha: float = 0.6, bos_id: int = BOS_ID,
+                eos_id: int = EOS_ID) -> tuple[Array, Array]:
+  """Beam search; `cache` rows are `batch * beam` (beam-major within each example).
+
+  Returns `(sequences [batch, beam, max_len], scores [batch, beam])`, best first, where a
+  score is the log-probability (EOS included) over `length_penalty(length, alpha)`. Rows
+  with no finished hypothesis at `max_len` return their live ones.
+  """
+  def body(state):
+    i, live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, cache = state
+    tokens = jax.lax.dynamic_slice_in_dim(live_seqs, i, 1, axis=2).reshape(batch * beam, 1)
+    logits, cache = step_fn(tokens, cache)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(batch, beam, -1)
+    vocab = logp.shape[-1]
+    cand = (live_logp[..., None] + logp).reshape(batch, beam * vocab)
+    top_logp, top_idx = jax.lax.top_k(cand, 2 * beam)
+    parent, token = top_idx // vocab, (top_idx % vocab).astype(jnp.int32)
+    seqs = _gather_beams(live_seqs, parent)
+    seqs = jax.lax.dynamic_update_slice_in_dim(seqs, token[..., None], i + 1, axis=2)
+    is_eos = token == eos_id
+    # Live: the best `beam` candidates that did not end.
+    live_logp, pick = jax.lax.top_k(jnp.where(is_eos, NEG_INF, top_logp), beam)
+    live_seqs = _gather_beams(seqs, pick)
+    cache = _gather_cache(cache, _gather_beams(parent, pick))
+    # Finished: merge the candidates that ended with the finished so far.
+    scores = jnp.where(is_eos, top_logp / length_penalty(i + 1, alpha), NEG_INF)
+    all_scores = jnp.concatenate([fin_scores, scores], axis=1)
+    all_seqs = jnp.concatenate([fin_seqs, seqs], axis=1)
+    all_flags = jnp.concatenate([fin_flags, is_eos], axis=1)
+    fin_scores, pick = jax.lax.top_k(all_scores, beam)
+    fin_seqs = _gather_beams(all_seqs, pick)
+    fin_flags = _gather_beams(all_flags, pick)
+    return i + 1, live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, cache
+
+  def searching(state):
+    i, _, live_logp, _, fin_scores, fin_flags, _ = state
+    best_live = live_logp[:, 0] / length_penalty(max_len, alpha)
+    worst_fin = jnp.min(jnp.where(fin_flags, fin_scores, -NEG_INF), axis=1)
+    done = jnp.all(fin_flags, axis=1) & (worst_fin >= best_live)
+    return (i < max_len) & ~jnp.all(done)
+
+  seqs = jnp.zeros((batch, beam, max_len + 1), jnp.int32).at[:, :, 0].set(bos_id)
+  live_logp = jnp.tile(jnp.array([0.0] + [NEG_INF] * (beam - 1)), (batch, 1))
+  state = (jnp.zeros((), jnp.int32), seqs, live_logp, seqs,
+           jnp.full((batch, beam), NEG_INF), jnp.zeros((batch, beam), bool), cache)
+  _, live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, _ = jax.lax.while_loop(
+      searching, body, state)
+  any_finished = jnp.any(fin_flags, axis=1)[:, None]
+  seqs = jnp.where(any_finished[..., None], fin_seqs, live_seqs)
+  scores = jnp.where(any_finished, fin_scores, live_logp / length_penalty(max_len, alpha))
+  return seqs[:, :, 1:], scores
+
+
+def _outputs_only(logits_NxV: Array) -> Array:
+  """Forbids the ids that are never output: padding and BOS."""
+  return logits_NxV.at[:, jnp.array([PAD_ID, BOS_ID])].set(NEG_INF)
+
+
+def max_decode_length(src_len: int, model_max_len: int) -> int:
+  """Longest output for a source bucket: 1.5x the source plus 10, within the model."""
+  return min(model_max_len, int(1.5 * src_len) + 10)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "beam", "alpha", "use_cache"))
+def translate(model: nn.Module, variables: dict, src_BxS: Array, *, beam: int = 1,
+              alpha: float = 0.6, use_cache: bool = True) -> Array:
+  """Best translation ids `[B, max_decode_length]` of a source batch (greedy at beam 1).
+
+  `variables` holds `params` and `homeostasis`, read-only. Without the cache, every step
+  re-runs the decoder over the whole prefix (for benchmarks and checks).
+  """
+  batch = src_BxS.shape[0]
+  max_len = max_decode_length(src_BxS.shape[1], model.cfg.max_len)
+  encoded = model.apply(variables, src_BxS, method=model.encode)
+  if beam > 1:
+    encoded, src_BxS = (jnp.repeat(x, beam, axis=0) for x in (encoded, src_BxS))
+  rows = batch * beam
+
+  if use_cache:
+    def step_fn(tokens, cache):
+      logits, updates = model.apply({**variables, "cache": cache}, encoded, src_BxS, tokens,
+                                    decode=True, mutable=["cache"], method=model.decode)
+      return _outputs_only(logits[:, -1]), updates["cache"]
+    dummy = jnp.zeros((rows, max_len), jnp.int32)
+    shapes = jax.eval_shape(lambda: model.apply(
+        variables, encoded, src_BxS, dummy, decode=True, mutable=["cache"],
+        method=model.decode)[1]["cache"])
+    cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  else:
+    def step_fn(tokens, cache):
+      prefix, i = cache
+      prefix = jax.lax.dynamic_update_slice_in_dim(prefix, tokens, i, axis=1)
+      logits = model.apply(variables, encoded, src_BxS, prefix, method=model.decode)
+      logits = jax.lax.dynamic_index_in_dim(logits, i, axis=1, keepdims=False)
+      return _outputs_only(logits), (prefix, i + 1)
+    cache = (jnp.zeros((rows, max_len), jnp.int32), jnp.zeros((), jnp.int32))
+
+  if beam == 1:
+    return greedy_search(step_fn, cache, batch, max_len)
+  seqs, _ = beam_search(step_fn, cache, batch, beam, max_len, alpha)
+  return seqs[:, 0]

@@ -1,0 +1,95 @@
+"""BLEU in both Multi30K conventions, and metric output: JSONL, TensorBoard, progress bar."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sacrebleu
+import sacremoses
+import tqdm
+from tensorboardX import SummaryWriter
+
+
+def sacrebleu_score(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+  """sacreBLEU (0-100) on detokenized, cased text, with its signature."""
+  bleu = sacrebleu.metrics.BLEU()
+  return {"score": bleu.corpus_score(list(hypotheses), [list(references)]).score,
+          "signature": str(bleu.get_signature())}
+
+
+@functools.cache
+def _moses(lang: str) -> tuple[sacremoses.MosesPunctNormalizer, sacremoses.MosesTokenizer]:
+  return sacremoses.MosesPunctNormalizer(lang=lang), sacremoses.MosesTokenizer(lang=lang)
+
+
+def moses_tokenize(text: str, lang: str) -> str:
+  """The upstream `lc.norm.tok` convention: lowercase, normalize punctuation, tokenize."""
+  normalizer, tokenizer = _moses(lang)
+  return tokenizer.tokenize(normalizer.normalize(text.lower()), escape=True, return_str=True)
+
+
+def tokenized_bleu(hypotheses: Sequence[str], references_tok: Sequence[str],
+                   lang: str) -> float | None:
+  """BLEU (0-100) of lowercased, Moses-tokenized hypotheses against `lc.norm.tok`
+  references, as the Multi30K literature reports; None without tokenized references."""
+  if not references_tok or not all(references_tok):
+    return None
+  hyps = [moses_tokenize(h, lang) for h in hypotheses]
+  bleu = sacrebleu.metrics.BLEU(tokenize="none", force=True)
+  return bleu.corpus_score(hyps, [list(references_tok)]).score
+
+
+def flatten_diagnostics(summary: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+  """`{"homeostasis/<path>/<stat>": value}` from `diagnostics.summarize`."""
+  return {f"homeostasis/{path}/{name}": float(value)
+          for path, stats in summary.items() for name, value in stats.items()}
+
+
+class MetricWriter:
+  """Appends records to `WORKDIR/metrics.jsonl` and TensorBoard event files."""
+
+  def __init__(self, workdir: str | Path):
+    self.path = Path(workdir) / "metrics.jsonl"
+    self.tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
+
+  def truncate_after(self, step: int) -> None:
+    """Drops records past `step` (written after the checkpoint a run resumes from)."""
+    if self.path.exists():
+      lines = [l for l in self.path.read_text().splitlines()
+               if l.strip() and json.loads(l)["step"] <= step]
+      self.path.write_text("".join(l + "\n" for l in lines))
+
+  def write(self, record: Mapping[str, Any]) -> None:
+    with self.path.open("a") as f:
+      f.write(json.dumps(record) + "\n")
+    for key, value in record.items():
+      if key != "step" and isinstance(value, (int, float, np.floating)) and value is not None:
+        self.tensorboard.add_scalar(key, value, record["step"])
+    self.tensorboard.flush()
+
+  def close(self) -> None:
+    self.tensorboard.close()
+
+
+class Progress:
+  """A tqdm bar over steps showing loss, tokens/s and the ETA."""
+
+  def __init__(self, start: int, total: int, enabled: bool = True):
+    self.bar = tqdm.tqdm(initial=start, total=total, disable=not enabled, unit="step",
+                         dynamic_ncols=True)
+
+  def update(self, step: int, record: Mapping[str, Any]) -> None:
+    self.bar.update(step - self.bar.n)
+    self.bar.set_postfix(loss=f"{record['loss']:.3f}",
+                         tok_s=f"{record['tokens_per_sec']:.0f}", refresh=False)
+
+  def write(self, message: str) -> None:
+    self.bar.write(message)
+
+  def close(self) -> None:
+    self.bar.close()

@@ -1,0 +1,386 @@
+"""Training: state, the jitted train and eval steps, checkpoints, and the loop.
+
+The train step is one pure, jitted function `(state, batch) -> (state, metrics)`. It
+threads params, optimizer state and the `"homeostasis"` collection; the homeostasis
+state is never optimized. Arrays are laid out on a `Mesh` with a `data` axis
+(`NamedSharding`): batches are split over it, params replicated (or sharded with
+`mesh.fsdp`). The batch of step s depends only on s and the seed, so a resumed run
+sees the same data as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from homeojax import config as config_lib
+from homeojax import decode as decode_lib
+from homeojax import diagnostics, metrics
+from homeojax.data import multi30k, tokenizer
+from homeojax.data.batching import Batcher
+from homeojax.data.tokenizer import PAD_ID
+from homeojax.layers import HOMEOSTASIS
+from homeojax.model import Transformer, TransformerConfig
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a train step reads and writes."""
+  step: Array
+  params: Any
+  opt_state: Any
+  homeostasis: Any
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+
+def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+  """AdamW with linear warmup, cosine decay and global-norm clipping."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, optim.learning_rate, max(optim.warmup_steps, 1), max(num_steps, optim.warmup_steps + 1),
+      end_value=optim.learning_rate * optim.end_lr_fraction)
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)  # Not biases/norms.
+  chain = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []
+  chain.append(optax.adamw(schedule, b2=optim.b2, weight_decay=optim.weight_decay,
+                           mask=decay_mask))
+  return optax.chain(*chain)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def token_loss(logits_BxTxV: Array, targets_BxT: Array, smoothing: float) -> tuple[Array, Array]:
+  """Per-token cross-entropy (label-smoothed) and correctness, zero at padding."""
+  vocab = logits_BxTxV.shape[-1]
+  labels = optax.smooth_labels(jax.nn.one_hot(targets_BxT, vocab), smoothing)
+  loss = optax.softmax_cross_entropy(logits_BxTxV, labels)
+  # Subtract the minimum (the entropy of the smoothed labels) so a perfect model scores 0.
+  confidence = 1.0 - smoothing + smoothing / vocab
+  low = smoothing / vocab
+  floor = -(confidence * np.log(confidence) + (vocab - 1) * low * np.log(low + 1e-20))
+  valid = targets_BxT != PAD_ID
+  correct = jnp.argmax(logits_BxTxV, -1) == targets_BxT
+  return jnp.where(valid, loss - floor, 0.0), jnp.where(valid, correct, False)
+
+
+def make_train_step(model: Transformer, optimizer: optax.GradientTransformation,
+                    smoothing: float, seed: int) -> Callable:
+  """`(state, batch) -> (state, metrics)`, pure; dropout keys derive from (seed, step)."""
+  base_key = jax.random.PRNGKey(seed)
+
+  def train_step(state: TrainState, batch: dict[str, Array]) -> tuple[TrainState, dict]:
+    key = jax.random.fold_in(base_key, state.step)
+
+    def loss_fn(params):
+      logits, updates = model.apply(
+          {"params": params, HOMEOSTASIS: state.homeostasis}, batch["src"], batch["tgt_in"],
+          train=True, mutable=[HOMEOSTASIS], rngs={"dropout": key})
+      loss, correct = token_loss(logits, batch["tgt_out"], smoothing)
+      tokens = jnp.sum(batch["tgt_out"] != PAD_ID)
+      return jnp.sum(loss) / jnp.maximum(tokens, 1), (updates.get(HOMEOSTASIS, {}),
+                                                       jnp.sum(correct), tokens)
+
+    (loss, (homeostasis, correct, tokens)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                           homeostasis=homeostasis)
+    stats = {"loss": loss, "accuracy": correct / jnp.maximum(tokens, 1), "tokens": tokens,
+             "grad_norm": optax.global_norm(grads),
+             "finite": jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))}
+    return new_state, stats
+
+  return train_step
+
+
+def make_eval_step(model: Transformer, smoothing: float) -> Callable:
+  """`(params, homeostasis, batch) -> sums` of loss, correct tokens and tokens."""
+
+  def eval_step(params, homeostasis, batch):
+    logits = model.apply({"params": params, HOMEOSTASIS: homeostasis}, batch["src"],
+                         batch["tgt_in"])
+    loss, correct = token_loss(logits, batch["tgt_out"], smoothing)
+    return {"loss": jnp.sum(loss), "correct": jnp.sum(correct),
+            "tokens": jnp.sum(batch["tgt_out"] != PAD_ID)}
+
+  return eval_step
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+def make_mesh() -> Mesh:
+  """A 1-D mesh over all devices, axis `data`."""
+  return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def state_shardings(mesh: Mesh, abstract_state: Any, fsdp: bool) -> Any:
+  """Replicated leaves, or (fsdp) each leaf split on its largest axis divisible by devices."""
+  n = mesh.shape["data"]
+
+  def spec(leaf):
+    if not fsdp or leaf.ndim == 0:
+      return NamedSharding(mesh, P())
+    for axis in np.argsort(leaf.shape)[::-1]:
+      if leaf.shape[axis] % n == 0 and leaf.shape[axis] >= n:
+        parts = [None] * leaf.ndim
+        parts[axis] = "data"
+        return NamedSharding(mesh, P(*parts))
+    return NamedSharding(mesh, P())
+
+  return jax.tree.map(spec, abstract_state)
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, Array]:
+  """Places a host batch on the mesh, split along the batch axis (this host's part)."""
+  sharding = NamedSharding(mesh, P("data"))
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass
+class Data:
+  """Tokenized data and its vocabulary."""
+  sp: Any
+  vocab_path: Path
+  texts: dict[str, dict[str, list[str]]]
+  ids: dict[str, tuple[list[np.ndarray], list[np.ndarray]]]
+
+
+def prepare_data(c: ml_collections.ConfigDict, workdir: Path, splits: tuple[str, ...]) -> Data:
+  """Loads the splits and the cached vocabulary (trained on first use), then encodes."""
+  tfds_dir = c.data.tfds_dir or str(workdir / "tfds")
+  texts = multi30k.load(c.data.source_lang, c.data.target_lang, ("train", *splits),
+                        tfds_dir, c.data.local_dir or None)
+  train = texts["train"]
+  vocab_path = tokenizer.train_or_load(train["source"] + train["target"], workdir,
+                                       c.data.vocab_size)
+  sp = tokenizer.load(vocab_path)
+  ids = {split: (tokenizer.encode(sp, t["source"]), tokenizer.encode(sp, t["target"]))
+         for split, t in texts.items()}
+  return Data(sp=sp, vocab_path=vocab_path, texts=texts, ids=ids)
+
+
+def file_sha256(path: Path) -> str:
+  return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def translate_split(model: Transformer, variables: dict, sources: list[np.ndarray],
+                    sp: Any, *, beam: int, alpha: float, tokens_per_batch: int,
+                    mesh: Mesh) -> list[str]:
+  """Detokenized translations of the given source ids, in order."""
+  longest = max(len(s) for s in sources) + 1
+  if longest > model.cfg.max_len:
+    raise ValueError(f"a source has {longest} tokens; the model handles {model.cfg.max_len}")
+  batcher = Batcher(sources, None, max(tokens_per_batch, longest * mesh.shape["data"]),
+                    max_len=max(8, longest), multiple_of=mesh.shape["data"])
+  out = [""] * len(sources)
+  for batch in batcher.eval_batches():
+    src = shard_batch({"src": batch["src"]}, mesh)["src"]
+    ids = decode_lib.translate(model, variables, src, beam=beam, alpha=alpha)
+    for i, text in zip(batch["index"], tokenizer.decode(sp, jax.device_get(ids))):
+      if i >= 0:
+        out[i] = text
+  return out
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class Checkpoints:
+  """The latest `keep` checkpoints, and the best by validation BLEU, with JSON metadata."""
+
+  def __init__(self, workdir: Path, keep: int):
+    options = lambda **kw: ocp.CheckpointManagerOptions(create=True, **kw)
+    self.latest = ocp.CheckpointManager(workdir / "checkpoints", options=options(
+        max_to_keep=keep))
+    self.best = ocp.CheckpointManager(workdir / "best", options=options(
+        max_to_keep=1, best_fn=lambda m: m["bleu"], best_mode="max"))
+
+  def save(self, state: TrainState, meta: dict, bleu: float | None = None) -> None:
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              meta=ocp.args.JsonSave(meta))
+    step = int(state.step)
+    if self.latest.latest_step() != step:
+      self.latest.save(step, args=args)
+    if bleu is not None:
+      self.best.save(step, args=args, metrics={"bleu": bleu})
+
+  def wait(self) -> None:
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state: Any,
+            step: int | None = None) -> tuple[TrainState, dict]:
+  """Restores state (into the given shardings) and metadata of a step (default latest)."""
+  step = manager.latest_step() if step is None else step
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+  return restored["state"], restored["meta"]
+
+
+def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
+  """The JSON metadata of a checkpoint, without reading arrays."""
+  return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def init_state(model: Transformer, optimizer: optax.GradientTransformation, seed: int,
+               mesh: Mesh, fsdp: bool) -> tuple[TrainState, Any]:
+  """A fresh, sharded state and its shardings."""
+  dummy = jnp.ones((mesh.shape["data"], 8), jnp.int32)
+
+  def init():
+    variables = model.init(jax.random.PRNGKey(seed), dummy, dummy)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=optimizer.init(params),
+                      homeostasis=variables.get(HOMEOSTASIS, {}))
+
+  shardings = state_shardings(mesh, jax.eval_shape(init), fsdp)
+  return jax.jit(init, out_shardings=shardings)(), shardings
+
+
+def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                       progress: bool = True) -> dict:
+  """Trains (resuming from the latest checkpoint in `workdir`) and returns final metrics."""
+  model_cfg = config_lib.validate(c)  # Before any data preparation or compilation.
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  mesh = make_mesh()
+  data = prepare_data(c, workdir, (c.data.eval_split,))
+  model = Transformer(model_cfg)
+  optimizer = make_optimizer(c.optim, c.num_train_steps)
+  writer = metrics.MetricWriter(workdir)
+  checkpoints = Checkpoints(workdir, c.keep_checkpoints)
+  meta = {"config": c.to_dict(), "model": dataclasses.asdict(model_cfg),
+          "vocab": data.vocab_path.name, "vocab_sha256": file_sha256(data.vocab_path)}
+
+  state, shardings = init_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
+  if checkpoints.latest.latest_step() is not None:
+    state, old_meta = restore(checkpoints.latest, state)
+    check_compatible(old_meta, meta)
+    writer.truncate_after(int(state.step))
+    print(f"Resumed from step {int(state.step)} in {workdir}")
+  start = int(state.step)
+
+  train_ids = data.ids["train"]
+  batcher = Batcher(*train_ids, c.data.tokens_per_batch, c.data.max_len,
+                    multiple_of=mesh.shape["data"], seed=c.seed)
+  if start == 0:
+    print(f"{len(train_ids[0])} training pairs ({batcher.dropped} longer than "
+          f"{c.data.max_len} tokens dropped), {len(batcher)} batches per epoch")
+  batch_sharding = NamedSharding(mesh, P("data"))
+  train_step = jax.jit(make_train_step(model, optimizer, c.optim.label_smoothing, c.seed),
+                       in_shardings=(shardings, batch_sharding),
+                       out_shardings=(shardings, None), donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(model, c.optim.label_smoothing))
+  summarize = jax.jit(diagnostics.summarize)
+
+  def evaluate(state: TrainState) -> dict:
+    split = c.data.eval_split
+    sources, targets = data.ids[split]
+    eval_batcher = Batcher(sources, targets, c.data.tokens_per_batch, model_cfg.max_len,
+                           multiple_of=mesh.shape["data"])
+    sums = {"loss": 0.0, "correct": 0.0, "tokens": 0.0}
+    for batch in eval_batcher.eval_batches():
+      out = eval_step(state.params, state.homeostasis, shard_batch(batch, mesh))
+      sums = {k: sums[k] + float(v) for k, v in out.items()}
+    n = c.data.eval_sentences or len(sources)
+    hyps = translate_split(model, {"params": state.params, HOMEOSTASIS: state.homeostasis},
+                           sources[:n], data.sp, beam=c.decode.eval_beam_size,
+                           alpha=c.decode.length_penalty,
+                           tokens_per_batch=c.decode.tokens_per_batch, mesh=mesh)
+    texts = data.texts[split]
+    return {"eval_loss": sums["loss"] / sums["tokens"],
+            "eval_accuracy": sums["correct"] / sums["tokens"],
+            "eval_bleu": metrics.sacrebleu_score(hyps, texts["target"][:n])["score"],
+            "eval_bleu_tok": metrics.tokenized_bleu(hyps, texts["target_tok"][:n],
+                                                    c.data.target_lang)}
+
+  pending, last_log, tokens_since = [], time.time(), 0
+  bar = metrics.Progress(start, c.num_train_steps, enabled=progress)
+  record: dict = {}
+  batches = batcher.train_batches(start)
+  for step in range(start + 1, c.num_train_steps + 1):
+    batch = next(batches)
+    state, stats = train_step(state, shard_batch(batch, mesh))
+    pending.append(stats)
+    if step % c.log_every == 0 or step == c.num_train_steps:
+      fetched = jax.device_get(pending)
+      pending = []
+      if not all(s["finite"] for s in fetched):
+        bad = step - len(fetched) + 1 + [bool(s["finite"]) for s in fetched].index(False)
+        raise FloatingPointError(
+            f"non-finite loss or gradient at step {bad}; the last good checkpoint is kept in "
+            f"{workdir / 'checkpoints'}")
+      tokens_since += sum(int(s["tokens"]) for s in fetched)
+      now = time.time()
+      record = {"step": step, "loss": float(np.mean([s["loss"] for s in fetched])),
+                "accuracy": float(np.mean([s["accuracy"] for s in fetched])),
+                "grad_norm": float(np.mean([s["grad_norm"] for s in fetched])),
+                "tokens_per_sec": tokens_since / (now - last_log)}
+      record.update(metrics.flatten_diagnostics(summarize(state.homeostasis)))
+      last_log, tokens_since = now, 0
+      bar.update(step, record)
+      if step % c.eval_every == 0 or step == c.num_train_steps:
+        record.update(evaluate(state))
+        bar.write(f"step {step}: eval loss {record['eval_loss']:.3f}, "
+                  f"BLEU {record['eval_bleu']:.2f} (tokenized {record['eval_bleu_tok']:.2f})")
+      writer.write(record)
+    if step % c.checkpoint_every == 0 or step == c.num_train_steps:
+      check_finite_state(state, step)
+      checkpoints.save(state, {**meta, "step": step},
+                       bleu=record.get("eval_bleu") if record.get("step") == step else None)
+  bar.close()
+  checkpoints.wait()
+  writer.close()
+  return record
+
+
+def check_finite_state(state: TrainState, step: int) -> None:
+  """Raises naming the site if any homeostasis statistic or parameter is not finite."""
+  for path, leaf in flax.traverse_util.flatten_dict(
+      jax.device_get(state.homeostasis), sep="/").items():
+    if not np.all(np.isfinite(leaf)):
+      raise FloatingPointError(f"non-finite homeostasis statistic {path} at step {step}")
+  if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(state.params))):
+    raise FloatingPointError(f"non-finite parameters at step {step}")
+
+
+def check_compatible(saved: dict, current: dict) -> None:
+  """Raises naming the first model or vocabulary field that differs from a checkpoint."""
+  for key, value in current["model"].items():
+    if saved["model"].get(key) != value:
+      raise ValueError(f"checkpoint model.{key}={saved['model'].get(key)!r} differs from "
+                       f"the config's {value!r}")
+  if saved["vocab_sha256"] != current["vocab_sha256"]:
+    raise ValueError(f"checkpoint vocabulary {saved['vocab']} differs from {current['vocab']}")

@@ -1,0 +1,33 @@
+"""Trains a Transformer with homeostatic sites on Multi30K.
+
+  python train.py --config=configs/quick.py --workdir=runs/quick \
+      --config.data.local_dir=../shared/data/multi30k
+
+Re-running the same command resumes from the latest checkpoint in --workdir. Any config
+field can be overridden: --config.regularizer.sparsity=0.5, --config.num_train_steps=100.
+"""
+
+import json
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from homeojax import train_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file "
+                                          "(path[:variant]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, vocabulary.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO.
+  record = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
+  print(json.dumps({k: v for k, v in record.items() if not k.startswith("homeostasis/")}))
+
+
+if __name__ == "__main__":
+  app.run(main)
