@@ -14,7 +14,12 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
 
+from homeojax import sharding
+from homeojax.data import tokenizer
+from homeojax.data.batching import Batcher
 from homeojax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 Array = jax.Array
@@ -164,3 +169,22 @@ def translate(model: nn.Module, variables: dict, src_BxS: Array, *, beam: int = 
     return greedy_search(step_fn, cache, batch, max_len)
   seqs, _ = beam_search(step_fn, cache, batch, beam, max_len, alpha)
   return seqs[:, 0]
+
+
+def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray],
+                    sp: Any, *, beam: int, alpha: float, tokens_per_batch: int,
+                    mesh: Mesh) -> list[str]:
+  """Detokenized translations of the given source ids, in order."""
+  longest = max(len(s) for s in sources) + 1
+  if longest > model.cfg.max_len:
+    raise ValueError(f"a source has {longest} tokens; the model handles {model.cfg.max_len}")
+  batcher = Batcher(sources, None, max(tokens_per_batch, longest * mesh.shape["data"]),
+                    max_len=max(8, longest), multiple_of=mesh.shape["data"])
+  out = [""] * len(sources)
+  for batch in batcher.eval_batches():
+    src = sharding.shard_batch({"src": batch["src"]}, mesh)["src"]
+    ids = translate(model, variables, src, beam=beam, alpha=alpha)
+    for i, text in zip(batch["index"], tokenizer.decode(sp, jax.device_get(ids))):
+      if i >= 0:
+        out[i] = text
+  return out

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,12 +29,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from homeojax import config as config_lib
 from homeojax import decode as decode_lib
-from homeojax import diagnostics, metrics
+from homeojax import diagnostics, metrics, sharding
 from homeojax.data import multi30k, tokenizer
 from homeojax.data.batching import Batcher
 from homeojax.data.tokenizer import PAD_ID
 from homeojax.layers import HOMEOSTASIS
-from homeojax.model import Transformer, TransformerConfig
+from homeojax.model import Transformer
 
 Array = jax.Array
 
@@ -126,37 +124,6 @@ def make_eval_step(model: Transformer, smoothing: float) -> Callable:
   return eval_step
 
 
-# ----------------------------------------------------------------------------- sharding
-
-
-def make_mesh() -> Mesh:
-  """A 1-D mesh over all devices, axis `data`."""
-  return Mesh(np.asarray(jax.devices()), ("data",))
-
-
-def state_shardings(mesh: Mesh, abstract_state: Any, fsdp: bool) -> Any:
-  """Replicated leaves, or (fsdp) each leaf split on its largest axis divisible by devices."""
-  n = mesh.shape["data"]
-
-  def spec(leaf):
-    if not fsdp or leaf.ndim == 0:
-      return NamedSharding(mesh, P())
-    for axis in np.argsort(leaf.shape)[::-1]:
-      if leaf.shape[axis] % n == 0 and leaf.shape[axis] >= n:
-        parts = [None] * leaf.ndim
-        parts[axis] = "data"
-        return NamedSharding(mesh, P(*parts))
-    return NamedSharding(mesh, P())
-
-  return jax.tree.map(spec, abstract_state)
-
-
-def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, Array]:
-  """Places a host batch on the mesh, split along the batch axis (this host's part)."""
-  sharding = NamedSharding(mesh, P("data"))
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
 # ----------------------------------------------------------------------------- data
 
 
@@ -185,28 +152,6 @@ def prepare_data(c: ml_collections.ConfigDict, workdir: Path, splits: tuple[str,
 
 def file_sha256(path: Path) -> str:
   return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-# ----------------------------------------------------------------------------- decoding
-
-
-def translate_split(model: Transformer, variables: dict, sources: list[np.ndarray],
-                    sp: Any, *, beam: int, alpha: float, tokens_per_batch: int,
-                    mesh: Mesh) -> list[str]:
-  """Detokenized translations of the given source ids, in order."""
-  longest = max(len(s) for s in sources) + 1
-  if longest > model.cfg.max_len:
-    raise ValueError(f"a source has {longest} tokens; the model handles {model.cfg.max_len}")
-  batcher = Batcher(sources, None, max(tokens_per_batch, longest * mesh.shape["data"]),
-                    max_len=max(8, longest), multiple_of=mesh.shape["data"])
-  out = [""] * len(sources)
-  for batch in batcher.eval_batches():
-    src = shard_batch({"src": batch["src"]}, mesh)["src"]
-    ids = decode_lib.translate(model, variables, src, beam=beam, alpha=alpha)
-    for i, text in zip(batch["index"], tokenizer.decode(sp, jax.device_get(ids))):
-      if i >= 0:
-        out[i] = text
-  return out
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -265,7 +210,7 @@ def init_state(model: Transformer, optimizer: optax.GradientTransformation, seed
                       opt_state=optimizer.init(params),
                       homeostasis=variables.get(HOMEOSTASIS, {}))
 
-  shardings = state_shardings(mesh, jax.eval_shape(init), fsdp)
+  shardings = sharding.state_shardings(mesh, jax.eval_shape(init), fsdp)
   return jax.jit(init, out_shardings=shardings)(), shardings
 
 
@@ -275,7 +220,7 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
   model_cfg = config_lib.validate(c)  # Before any data preparation or compilation.
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  mesh = make_mesh()
+  mesh = sharding.make_mesh()
   data = prepare_data(c, workdir, (c.data.eval_split,))
   model = Transformer(model_cfg)
   optimizer = make_optimizer(c.optim, c.num_train_steps)
@@ -312,10 +257,10 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
                            multiple_of=mesh.shape["data"])
     sums = {"loss": 0.0, "correct": 0.0, "tokens": 0.0}
     for batch in eval_batcher.eval_batches():
-      out = eval_step(state.params, state.homeostasis, shard_batch(batch, mesh))
+      out = eval_step(state.params, state.homeostasis, sharding.shard_batch(batch, mesh))
       sums = {k: sums[k] + float(v) for k, v in out.items()}
     n = c.data.eval_sentences or len(sources)
-    hyps = translate_split(model, {"params": state.params, HOMEOSTASIS: state.homeostasis},
+    hyps = decode_lib.translate_split(model, {"params": state.params, HOMEOSTASIS: state.homeostasis},
                            sources[:n], data.sp, beam=c.decode.eval_beam_size,
                            alpha=c.decode.length_penalty,
                            tokens_per_batch=c.decode.tokens_per_batch, mesh=mesh)
@@ -332,7 +277,7 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
   batches = batcher.train_batches(start)
   for step in range(start + 1, c.num_train_steps + 1):
     batch = next(batches)
-    state, stats = train_step(state, shard_batch(batch, mesh))
+    state, stats = train_step(state, sharding.shard_batch(batch, mesh))
     pending.append(stats)
     if step % c.log_every == 0 or step == c.num_train_steps:
       fetched = jax.device_get(pending)

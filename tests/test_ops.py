@@ -20,13 +20,19 @@ def tie_free(shape, seed=0):
   return jnp.asarray(values / np.prod(shape) - 0.5, jnp.float32)
 
 
+def lax_top_k_threshold(x, k):
+  return jax.lax.top_k(x, k)[0][..., k - 1:k]
+
+
 class KWTATest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.parameters(("value", 1), ("value", 7), ("magnitude", 5), ("value", 32))
-  def test_exact_keeps_the_k_largest(self, by, k):
+  @parameterized.parameters(("value", 1, "exact"), ("value", 7, "top_k"),
+                            ("magnitude", 5, "exact"), ("value", 32, "exact"),
+                            ("magnitude", 9, "top_k"))
+  def test_exact_keeps_the_k_largest(self, by, k, method):
     x = tie_free((3, 4, 32))
-    y, mask = self.variant(functools.partial(ops.kwta, k=k, by=by))(x)
+    y, mask = self.variant(functools.partial(ops.kwta, k=k, by=by, method=method))(x)
     scores = np.asarray(x if by == "value" else jnp.abs(x))
     expected = scores >= np.sort(scores, axis=-1)[..., -k:][..., :1]
     np.testing.assert_array_equal(mask.sum(-1), k)
@@ -40,9 +46,9 @@ class KWTATest(chex.TestCase):
     for method in ops.METHODS:
       _, mask = self.variant(functools.partial(ops.kwta, k=4, method=method))(x, valid=valid)
       self.assertFalse(bool(jnp.any(mask & ~valid)))
-    _, mask = self.variant(functools.partial(ops.kwta, k=4))(x, valid=valid)
-    # Exactly k among the valid entries, or all of them when fewer than k are valid.
-    np.testing.assert_array_equal(mask.sum(-1), [4, 4, 4, 4, 2, 0])
+      if method != "statistical":
+        # Exactly k among the valid entries, or all of them when fewer than k are valid.
+        np.testing.assert_array_equal(mask.sum(-1), [4, 4, 4, 4, 2, 0])
 
   def test_statistical_keeps_about_k_on_gaussian_input(self):
     """Tolerance: mean count within 2% of k, every vector within 20%."""
@@ -220,6 +226,28 @@ class PerVectorKTest(chex.TestCase):
     np.testing.assert_array_equal(mask.sum(-1), np.broadcast_to(expected, (3, 8)))
     self.assertFalse(bool(jnp.any(mask & ~valid)))
 
-  def test_per_vector_k_needs_its_bound(self):
+  def test_per_vector_k_needs_its_bound_with_top_k(self):
     with pytest.raises(ValueError, match="k_max"):
-      ops.kwta(jnp.ones((2, 4)), jnp.array([[1], [2]]))
+      ops.kwta(jnp.ones((2, 4)), jnp.array([[1], [2]]), method="top_k")
+
+  @parameterized.parameters("exact", "top_k")
+  def test_per_vector_k_exact_methods_agree(self, method):
+    x = jax.random.normal(KEY, (6, 10))
+    k = jnp.arange(1, 7)[:, None]
+    _, mask = ops.kwta(x, k, method=method, k_max=6)
+    np.testing.assert_array_equal(mask.sum(-1), np.arange(1, 7))
+
+
+class RadixSelectTest(chex.TestCase):
+  """The default exact threshold equals lax.top_k's, bit for bit."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters((jnp.float32, 90), (jnp.float32, 1), (jnp.bfloat16, 17),
+                            (jnp.float32, 128))
+  def test_matches_top_k(self, dtype, k):
+    x = (jax.random.normal(KEY, (4, 16, 128)) * 50).astype(dtype)
+    x = x.at[0, 0, :5].set(jnp.inf).at[0, 1, :].set(0.0).at[0, 2, :3].set(-jnp.inf)
+    x = x.at[1, 0, :64].set(-0.0).at[1, 0, 64:].set(0.0).at[1, 1, ::2].set(1e-40)
+    fn = self.variant(lambda x: ops.threshold(x, k, "exact"))
+    np.testing.assert_array_equal(fn(x), lax_top_k_threshold(x, k))
+    self.assertEqual(fn(x).dtype, dtype)

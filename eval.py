@@ -1,0 +1,46 @@
+"""Evaluates a training run's checkpoint: decode, BLEU (both conventions), homeostasis.
+
+  python eval.py --workdir=runs/quick --split=test_2016_flickr
+  python eval.py --workdir=runs/quick --checkpoint=best --source_file=src.en \
+      --reference_file=ref.de --beam=1
+
+Writes the hypotheses and a JSON report to --output_dir (default WORKDIR/eval/step_N/).
+"""
+
+import json
+
+from absl import app, flags, logging
+
+from homeojax import eval_lib
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best, or a step number.")
+_SPLIT = flags.DEFINE_string("split", None, "Multi30K split to decode (e.g. test_2016_flickr).")
+_SOURCE = flags.DEFINE_string("source_file", None, "Source sentences, one per line (instead "
+                              "of --split).")
+_REFERENCE = flags.DEFINE_string("reference_file", None, "Detokenized references for sacreBLEU.")
+_REFERENCE_TOK = flags.DEFINE_string("reference_tok_file", None, "Lowercased, tokenized "
+                                     "references for tokenized BLEU.")
+_BEAM = flags.DEFINE_integer("beam", None, "Beam size (1 is greedy); default from the config.")
+_ALPHA = flags.DEFINE_float("alpha", None, "Length-penalty exponent; default from the config.")
+_LOCAL_DIR = flags.DEFINE_string("data_dir", None, "Local Multi30K copy (overrides the run's).")
+_OUTPUT = flags.DEFINE_string("output_dir", None, "Where to write hypotheses and the report.")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)
+  if _SPLIT.value is None and _SOURCE.value is None:
+    raise app.UsageError("give --split or --source_file")
+  report = eval_lib.evaluate(
+      _WORKDIR.value, checkpoint=_CHECKPOINT.value, split=_SPLIT.value,
+      source_file=_SOURCE.value, reference_file=_REFERENCE.value,
+      reference_tok_file=_REFERENCE_TOK.value, beam=_BEAM.value, alpha=_ALPHA.value,
+      local_dir=_LOCAL_DIR.value, output_dir=_OUTPUT.value)
+  print(json.dumps({k: v for k, v in report.items() if k != "homeostasis"}, indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,120 @@
+"""Evaluation of a checkpoint: decode a split or files, score BLEU, report homeostasis.
+
+The checkpoint carries its config, model config and vocabulary hash, so a run directory
+is all it needs. The homeostasis state is restored and only read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+
+from homeojax import config as config_lib
+from homeojax import decode as decode_lib
+from homeojax import diagnostics, metrics, sharding, train_lib
+from homeojax.data import multi30k, tokenizer
+from homeojax.layers import HOMEOSTASIS
+from homeojax.model import Transformer
+
+
+def checkpoint_step(workdir: Path, checkpoint: str) -> tuple[Any, int]:
+  """The manager and step for `latest`, `best` or a step number; clear errors if absent."""
+  if not workdir.is_dir():
+    raise FileNotFoundError(f"work dir {str(workdir)!r} does not exist")
+  which = "best" if checkpoint == "best" else "checkpoints"
+  if not (workdir / which).is_dir():
+    raise FileNotFoundError(f"no {which}/ directory in {str(workdir)!r}: not a training run")
+  manager = train_lib.Checkpoints(workdir, keep=1 << 30)
+  manager = manager.best if checkpoint == "best" else manager.latest
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"{str(workdir / which)!r} holds no checkpoint")
+  if checkpoint in ("latest", "best"):
+    return manager, (manager.best_step() if checkpoint == "best" else manager.latest_step())
+  if not checkpoint.isdigit() or int(checkpoint) not in steps:
+    raise ValueError(f"checkpoint={checkpoint!r} is not 'latest', 'best' or one of {steps}")
+  return manager, int(checkpoint)
+
+
+def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | None = None,
+             source_file: str | None = None, reference_file: str | None = None,
+             reference_tok_file: str | None = None, beam: int | None = None,
+             alpha: float | None = None, local_dir: str | None = None,
+             output_dir: str | None = None) -> dict[str, Any]:
+  """Decodes and scores; writes hypotheses and a JSON report; returns the report."""
+  workdir = Path(workdir)
+  if (split is None) == (source_file is None):
+    raise ValueError("give exactly one of split or source_file")
+  if split is not None and split not in multi30k.SPLIT_FILES:
+    raise ValueError(f"split={split!r} is not one of {tuple(multi30k.SPLIT_FILES)}")
+  for path in (source_file, reference_file, reference_tok_file):
+    if path is not None and not Path(path).is_file():
+      raise FileNotFoundError(f"file {path!r} does not exist")
+  if beam is not None and beam < 1:
+    raise ValueError(f"beam={beam} must be >= 1")
+  manager, step = checkpoint_step(workdir, checkpoint)
+  meta = train_lib.read_meta(manager, step)
+  c = ml_collections.ConfigDict(meta["config"])
+  model_cfg = config_lib.model_config(c)
+  vocab_path = workdir / meta["vocab"]
+  if not vocab_path.is_file():
+    raise FileNotFoundError(f"vocabulary {str(vocab_path)!r} of the checkpoint is missing")
+  current = {"model": dataclasses.asdict(model_cfg), "vocab": vocab_path.name,
+             "vocab_sha256": train_lib.file_sha256(vocab_path)}
+  train_lib.check_compatible(meta, current)
+  beam = beam or c.decode.beam_size
+  alpha = c.decode.length_penalty if alpha is None else alpha
+
+  if split is not None:
+    texts = multi30k.load(c.data.source_lang, c.data.target_lang, (split,),
+                          c.data.tfds_dir or str(workdir / "tfds"),
+                          local_dir or c.data.local_dir or None)[split]
+    name = split
+  else:
+    texts = {"source": multi30k.read_lines(source_file),
+             "target": multi30k.read_lines(reference_file) if reference_file else None,
+             "target_tok": multi30k.read_lines(reference_tok_file) if reference_tok_file
+                           else None}
+    name = Path(source_file).name
+    for key in ("target", "target_tok"):
+      if texts[key] is not None and len(texts[key]) != len(texts["source"]):
+        raise ValueError(f"{len(texts['source'])} sources but {len(texts[key])} {key} lines")
+
+  mesh = sharding.make_mesh()
+  model = Transformer(model_cfg)
+  optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
+  abstract = jax.eval_shape(lambda: train_lib.init_state(model, optimizer, c.seed, mesh,
+                                                         c.mesh.fsdp)[0])
+  shardings = sharding.state_shardings(mesh, abstract, c.mesh.fsdp)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  state, _ = train_lib.restore(manager, abstract, step)
+  sp = tokenizer.load(vocab_path)
+
+  start = time.time()
+  hyps = decode_lib.translate_split(
+      model, {"params": state.params, HOMEOSTASIS: state.homeostasis},
+      tokenizer.encode(sp, texts["source"]), sp, beam=beam, alpha=alpha,
+      tokens_per_batch=c.decode.tokens_per_batch, mesh=mesh)
+  seconds = time.time() - start
+
+  out_dir = Path(output_dir) if output_dir else workdir / "eval" / f"step_{step}"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  (out_dir / f"{name}.beam{beam}.hyp.txt").write_text("".join(h + "\n" for h in hyps))
+  report: dict[str, Any] = {
+      "workdir": str(workdir), "step": step, "checkpoint": checkpoint, "data": name,
+      "sentences": len(hyps), "beam": beam, "alpha": alpha, "decode_seconds": seconds,
+      "variant": c.variant, "seed": c.seed}
+  if texts["target"]:
+    report["sacrebleu"] = metrics.sacrebleu_score(hyps, texts["target"])
+  if texts["target_tok"]:
+    report["bleu_tok"] = metrics.tokenized_bleu(hyps, texts["target_tok"], c.data.target_lang)
+  report["homeostasis"] = diagnostics.report(jax.device_get(state.homeostasis))
+  (out_dir / f"{name}.beam{beam}.json").write_text(json.dumps(report, indent=1))
+  return report
