@@ -11,6 +11,7 @@ import os
 
 import ml_collections
 
+from homeojax import ops
 from homeojax.data.multi30k import LANGUAGES, SPLIT_FILES
 from homeojax.model import SITE_NAMES, Sites, TransformerConfig
 
@@ -115,8 +116,18 @@ def _check_int(name: str, value, low: int = 1) -> None:
     raise ValueError(f"{name}={value!r} must be an integer >= {low}")
 
 
+def check_regularizer(r: ml_collections.ConfigDict) -> None:
+  """Validates the placeholder values, used or not by the current chains."""
+  ops.num_winners(1, r.sparsity, "regularizer.sparsity")
+  ops.check_range("regularizer.dropout", r.dropout, 0.0, 1.0, high_open=True)
+  ops.check_range("regularizer.beta", r.beta, 0.0)
+  ops.check_range("regularizer.period", r.period, 1.0)
+  ops.check_choice("regularizer.method", r.method, ops.METHODS)
+
+
 def model_config(c: ml_collections.ConfigDict) -> TransformerConfig:
   """The model's config, with site placeholders filled; raises ValueError on bad values."""
+  check_regularizer(c.regularizer)
   stacks = {}
   for stack in ("encoder", "decoder"):
     chains = {}

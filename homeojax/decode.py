@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -174,10 +175,16 @@ def translate(model: nn.Module, variables: dict, src_BxS: Array, *, beam: int = 
 def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray],
                     sp: Any, *, beam: int, alpha: float, tokens_per_batch: int,
                     mesh: Mesh) -> list[str]:
-  """Detokenized translations of the given source ids, in order."""
+  """Detokenized translations of the given source ids, in order.
+
+  Sources longer than the model's `max_len` (with EOS) are truncated, with a warning.
+  """
+  too_long = sum(len(s) >= model.cfg.max_len for s in sources)
+  if too_long:
+    logging.warning("%d sources truncated to the model's max_len=%d tokens", too_long,
+                    model.cfg.max_len)
+    sources = [s[:model.cfg.max_len - 1] for s in sources]
   longest = max(len(s) for s in sources) + 1
-  if longest > model.cfg.max_len:
-    raise ValueError(f"a source has {longest} tokens; the model handles {model.cfg.max_len}")
   batcher = Batcher(sources, None, max(tokens_per_batch, longest * mesh.shape["data"]),
                     max_len=max(8, longest), multiple_of=mesh.shape["data"])
   out = [""] * len(sources)

@@ -47,9 +47,9 @@ def check_range(name: str, value: float, low: float, high: float = math.inf,
     raise ValueError(f"{name}={value!r} is outside {interval}")
 
 
-def num_winners(n: int, sparsity: float) -> int:
+def num_winners(n: int, sparsity: float, name: str = "sparsity") -> int:
   """k = max(1, round((1 - sparsity) * n)), the number of winners among n features."""
-  check_range("sparsity", sparsity, 0.0, 1.0, low_open=True, high_open=True)
+  check_range(name, sparsity, 0.0, 1.0, low_open=True, high_open=True)
   return max(1, math.floor((1.0 - sparsity) * n + 0.5))
 
 

@@ -104,8 +104,8 @@ def make_train_step(model: Transformer, optimizer: optax.GradientTransformation,
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                            homeostasis=homeostasis)
     stats = {"loss": loss, "accuracy": correct / jnp.maximum(tokens, 1), "tokens": tokens,
-             "grad_norm": optax.global_norm(grads),
-             "finite": jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))}
+             "grad_norm": optax.tree.norm(grads),
+             "finite": jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))}
     return new_state, stats
 
   return train_step

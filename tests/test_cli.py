@@ -1,0 +1,93 @@
+"""train.py then eval.py end to end, through the command lines, on a fake corpus."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--config.model.d_model=32", "--config.model.d_ff=64", "--config.model.heads=2",
+        "--config.model.encoder_layers=1", "--config.model.decoder_layers=1",
+        "--config.model.max_len=64", "--config.data.max_len=64",
+        "--config.data.vocab_size=60", "--config.data.tokens_per_batch=256",
+        "--config.data.eval_sentences=10", "--config.decode.tokens_per_batch=256",
+        "--config.log_every=2", "--config.eval_every=4", "--config.checkpoint_every=2",
+        "--config.num_train_steps=4", "--progress=false"]
+
+
+def run(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+  env = {**os.environ, "HOMEOJAX_MULTI30K": ""}
+  result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+  if check and result.returncode != 0:
+    raise AssertionError(f"{script} failed:\n{result.stdout}\n{result.stderr}")
+  return result
+
+
+@pytest.fixture(scope="module")
+def trained_run(fake_multi30k, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  args = ["--config=configs/quick.py:rfb_kwta_dropout", f"--workdir={workdir}",
+          f"--config.data.local_dir={fake_multi30k}", *TINY]
+  first = run("train.py", *args)
+  return workdir, args, first
+
+
+def test_train_writes_checkpoints_metrics_and_resumes(trained_run):
+  workdir, args, first = trained_run
+  final = json.loads(first.stdout.strip().splitlines()[-1])
+  assert final["step"] == 4 and final["eval_bleu"] >= 0.0
+  records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records] == [2, 4]
+  assert any(k.startswith("homeostasis/") and k.endswith("entropy_ratio") for k in records[-1])
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+      "2", "4"]
+  assert list((workdir / "tensorboard").iterdir())
+  again = run("train.py", *args)  # Same command: resumes, nothing left to do.
+  assert "Resumed from step 4" in again.stdout
+
+
+def test_eval_decodes_a_split_and_files(trained_run, fake_multi30k, tmp_path):
+  workdir, _, _ = trained_run
+  out = run("eval.py", f"--workdir={workdir}", "--split=test_2016_flickr", "--beam=2",
+            f"--output_dir={tmp_path}")
+  report = json.loads(out.stdout)
+  assert report["sentences"] == 30 and report["step"] == 4
+  assert "nrefs:1" in report["sacrebleu"]["signature"] and report["bleu_tok"] >= 0
+  saved = json.loads((tmp_path / "test_2016_flickr.beam2.json").read_text())
+  assert any(path.endswith("rfb_kwta_0") for path in saved["homeostasis"])
+  hyps = (tmp_path / "test_2016_flickr.beam2.hyp.txt").read_text().splitlines()
+  assert len(hyps) == 30
+  src = tmp_path / "src.en"
+  src.write_text("A dog runs.\nA child plays with the ball.\n")
+  out = run("eval.py", f"--workdir={workdir}", "--checkpoint=best", f"--source_file={src}",
+            "--beam=1", f"--output_dir={tmp_path}")
+  assert json.loads(out.stdout)["sentences"] == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--checkpoint=7", "--split=validation"], "checkpoint='7' is not"),
+    (["--split=test_1999"], "split='test_1999'"),
+    (["--source_file=/nonexistent.en"], "/nonexistent.en"),
+])
+def test_eval_rejects_bad_input(trained_run, args, message):
+  workdir, _, _ = trained_run
+  result = run("eval.py", f"--workdir={workdir}", *args, check=False)
+  assert result.returncode != 0 and message in result.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.regularizer.sparsity=1.5", "regularizer.sparsity=1.5"),
+    ("--config.model.heads=3", "d_model=64 is not divisible by heads=3"),
+    ("--config.sites.encoder.ffn_hidden=kwta(sparsity=0.4, bogus=1)", "'bogus'"),
+    ("--config.data.target_lang=xx", "data.target_lang='xx'"),
+    ("--config.nonexistent=1", "nonexistent"),
+])
+def test_train_rejects_bad_config_before_work(fake_multi30k, tmp_path, override, message):
+  result = run("train.py", "--config=configs/quick.py", f"--workdir={tmp_path / 'w'}",
+               f"--config.data.local_dir={fake_multi30k}", override, check=False)
+  assert result.returncode != 0 and message in result.stderr
+  assert not (tmp_path / "w").exists()
