@@ -4,6 +4,7 @@ import gzip
 import shutil
 
 import numpy as np
+import tensorflow_datasets as tfds
 import pytest
 
 from conftest import fake_pairs
@@ -103,3 +104,28 @@ def test_batches_are_fixed_shape_complete_and_deterministic():
   expected = b.make_batch(*b.plan(epoch=1)[5])
   for key in first:
     np.testing.assert_array_equal(first[key], expected[key])
+
+
+def test_online_mode_downloads_the_official_files(fake_multi30k, tmp_path, monkeypatch):
+  """Without a local copy, files come from the upstream URLs (served here from disk)."""
+  requested = []
+
+  def fake_download(self, urls):
+    requested.extend(urls.values())
+    out = {}
+    for key, url in urls.items():
+      name = url.rsplit("/", 1)[1]
+      path = fake_multi30k / ("tok" if "/tok/" in url else "raw") / name
+      if "/tok/" in url:  # Upstream tok files are plain text.
+        path = tmp_path / name
+        path.write_bytes(gzip.decompress((fake_multi30k / "tok" / (name + ".gz")).read_bytes()))
+      out[key] = path
+    return out
+
+  monkeypatch.setattr(tfds.download.DownloadManager, "download", fake_download)
+  data = multi30k.load("en", "de", ("validation",), str(tmp_path / "tfds"), None)
+  assert data["validation"]["target"] == [p[1] for p in fake_pairs(40, 1)]
+  base = "https://github.com/multi30k/dataset/raw/master/data/task1/"
+  assert base + "raw/val.en.gz" in requested
+  assert base + "tok/val.lc.norm.tok.de" in requested
+  assert base + "raw/test_2016_flickr.de.gz" in requested

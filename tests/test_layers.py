@@ -1,5 +1,7 @@
 """The Linen modules: state handling, homeostasis at work, use inside a user's model."""
 
+from pathlib import Path
+
 import chex
 import flax.linen as nn
 import jax
@@ -186,3 +188,20 @@ def test_layers_train_inside_a_users_model():
   assert not np.allclose(state["RFBKWTA_0"]["duty"], initial_state["RFBKWTA_0"]["duty"])
   assert not np.allclose(state["SmartInhibition_0"]["duty"],
                          initial_state["SmartInhibition_0"]["duty"])
+
+
+def test_readme_usage_example_runs_and_trains():
+  """The README's code block, executed as written, then two of its train steps."""
+  readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+  code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+  namespace: dict = {}
+  exec(compile(code, "README.md", "exec"), namespace)  # pylint: disable=exec-used
+  x = jax.random.normal(KEY, (32, 784))
+  y = jnp.arange(32) % 10
+  params, stats, opt_state = namespace["params"], namespace["stats"], namespace["opt_state"]
+  for key in jax.random.split(KEY, 2):
+    params, new_stats, opt_state, loss = namespace["train_step"](params, stats, opt_state, x,
+                                                                 y, key)
+  assert np.isfinite(float(loss))
+  assert not np.allclose(new_stats["Site_0"]["rfb_kwta_0"]["duty"],
+                         stats["Site_0"]["rfb_kwta_0"]["duty"])
