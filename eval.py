@@ -9,9 +9,9 @@ Writes the hypotheses and a JSON report to --output_dir (default WORKDIR/eval/st
 
 import json
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from homeojax import eval_lib
+from homeojax import cli, eval_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best, or a step number.")
@@ -29,9 +29,7 @@ flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)
+  cli.start(argv)
   if _SPLIT.value is None and _SOURCE.value is None:
     raise app.UsageError("give --split or --source_file")
   report = eval_lib.evaluate(

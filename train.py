@@ -9,10 +9,10 @@ field can be overridden: --config.regularizer.sparsity=0.5, --config.num_train_s
 
 import json
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from homeojax import train_lib
+from homeojax import cli, train_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file "
                                           "(path[:variant]).", lock_config=True)
@@ -22,9 +22,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO.
+  cli.start(argv)
   record = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
   print(json.dumps({k: v for k, v in record.items() if not k.startswith("homeostasis/")}))
 

@@ -34,8 +34,32 @@ def state_shardings(mesh: Mesh, abstract_state: Any, fsdp: bool) -> Any:
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, Array]:
-  """Places a host batch on the mesh, split along the batch axis (this host's part)."""
+  """Places a global host batch on the mesh, split along the batch axis.
+
+  Every process builds the same global batch (it depends only on the step); each one
+  contributes its contiguous block of rows, so hosts feed only their local devices.
+  """
   sharding = NamedSharding(mesh, P("data"))
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+  index, count = jax.process_index(), jax.process_count()
+
+  def local_rows(x: np.ndarray) -> np.ndarray:
+    rows = x.shape[0] // count
+    return x[index * rows:(index + 1) * rows]
+
+  return {k: jax.make_array_from_process_local_data(sharding, local_rows(v), v.shape)
+          for k, v in batch.items()}
+
+
+def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
+                           process_id: int | None) -> None:
+  """Joins a multi-host job (`jax.distributed.initialize`); a no-op for one process.
+
+  On TPU pods and SLURM/MPI clusters JAX finds the values itself: pass none of them.
+  """
+  given = [v is not None for v in (coordinator_address, num_processes, process_id)]
+  if any(given) and not all(given):
+    raise ValueError("give all of coordinator_address, num_processes and process_id, or none")
+  if all(given):
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 

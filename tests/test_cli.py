@@ -18,8 +18,10 @@ TINY = ["--config.model.d_model=32", "--config.model.d_ff=64", "--config.model.h
         "--config.num_train_steps=4", "--progress=false"]
 
 
-def run(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-  env = {**os.environ, "HOMEOJAX_MULTI30K": ""}
+def run(script: str, *args: str, check: bool = True,
+        devices: int = 1) -> subprocess.CompletedProcess:
+  env = {**os.environ, "HOMEOJAX_MULTI30K": "",
+         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
   result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
   if check and result.returncode != 0:
@@ -91,3 +93,18 @@ def test_train_rejects_bad_config_before_work(fake_multi30k, tmp_path, override,
                f"--config.data.local_dir={fake_multi30k}", override, check=False)
   assert result.returncode != 0 and message in result.stderr
   assert not (tmp_path / "w").exists()
+
+
+def test_checkpoints_move_between_device_counts(fake_multi30k, tmp_path):
+  """4 devices train to step 2, 1 device resumes to 4, 4 devices resume to 6 and evaluate."""
+  args = ["--config=configs/quick.py:smart_inhibition", f"--workdir={tmp_path}",
+          f"--config.data.local_dir={fake_multi30k}", *TINY]
+  run("train.py", *args, "--config.num_train_steps=2", devices=4)
+  one = run("train.py", *args, devices=1)
+  assert "Resumed from step 2" in one.stdout
+  four = run("train.py", *args, "--config.num_train_steps=6", devices=4)
+  assert "Resumed from step 4" in four.stdout
+  assert json.loads(four.stdout.strip().splitlines()[-1])["step"] == 6
+  report = json.loads(run("eval.py", f"--workdir={tmp_path}", "--split=validation",
+                          "--beam=2", devices=4).stdout)
+  assert report["step"] == 6 and report["sentences"] == 40
