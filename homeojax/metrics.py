@@ -51,20 +51,26 @@ def flatten_diagnostics(summary: Mapping[str, Mapping[str, Any]]) -> dict[str, f
 
 
 class MetricWriter:
-  """Appends records to `WORKDIR/metrics.jsonl` and TensorBoard event files."""
+  """Appends records to `WORKDIR/metrics.jsonl` and TensorBoard event files.
 
-  def __init__(self, workdir: str | Path):
+  A disabled writer (processes other than 0 of a multi-host job) does nothing.
+  """
+
+  def __init__(self, workdir: str | Path, enabled: bool = True):
+    self.enabled = enabled
     self.path = Path(workdir) / "metrics.jsonl"
-    self.tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
+    self.tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard")) if enabled else None
 
   def truncate_after(self, step: int) -> None:
     """Drops records past `step` (written after the checkpoint a run resumes from)."""
-    if self.path.exists():
+    if self.enabled and self.path.exists():
       lines = [l for l in self.path.read_text().splitlines()
                if l.strip() and json.loads(l)["step"] <= step]
       self.path.write_text("".join(l + "\n" for l in lines))
 
   def write(self, record: Mapping[str, Any]) -> None:
+    if not self.enabled:
+      return
     with self.path.open("a") as f:
       f.write(json.dumps(record) + "\n")
     for key, value in record.items():
@@ -73,7 +79,8 @@ class MetricWriter:
     self.tensorboard.flush()
 
   def close(self) -> None:
-    self.tensorboard.close()
+    if self.enabled:
+      self.tensorboard.close()
 
 
 class Progress:

@@ -224,7 +224,8 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
   data = prepare_data(c, workdir, (c.data.eval_split,))
   model = Transformer(model_cfg)
   optimizer = make_optimizer(c.optim, c.num_train_steps)
-  writer = metrics.MetricWriter(workdir)
+  main_process = jax.process_index() == 0  # Only process 0 writes logs.
+  writer = metrics.MetricWriter(workdir, enabled=main_process)
   checkpoints = Checkpoints(workdir, c.keep_checkpoints)
   meta = {"config": c.to_dict(), "model": dataclasses.asdict(model_cfg),
           "vocab": data.vocab_path.name, "vocab_sha256": file_sha256(data.vocab_path)}
@@ -272,7 +273,7 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
                                                     c.data.target_lang)}
 
   pending, last_log, tokens_since = [], time.time(), 0
-  bar = metrics.Progress(start, c.num_train_steps, enabled=progress)
+  bar = metrics.Progress(start, c.num_train_steps, enabled=progress and main_process)
   record: dict = {}
   batches = batcher.train_batches(start)
   for step in range(start + 1, c.num_train_steps + 1):
