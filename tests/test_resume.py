@@ -1,0 +1,57 @@
+"""Exact resume: kill -9 mid-run, re-run the same command, get the uninterrupted result."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from test_cli import ROOT, TINY
+
+ARGS = [a for a in TINY if not a.startswith("--config.num_train_steps")] + [
+    "--config.num_train_steps=24", "--config.checkpoint_every=4", "--config.eval_every=100"]
+
+
+def final_state(workdir: Path) -> dict:
+  with ocp.CheckpointManager(workdir / "checkpoints") as manager:
+    step = manager.latest_step()
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(state["state"]))[0]
+  return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def command(workdir: Path, corpus: Path) -> list[str]:
+  return [sys.executable, str(ROOT / "train.py"), "--config=configs/quick.py:rfb_kwta_dropout",
+          f"--workdir={workdir}", f"--config.data.local_dir={corpus}", *ARGS]
+
+
+def test_kill_and_resume_is_bitwise_identical(fake_multi30k, tmp_path):
+  env = {**os.environ, "HOMEOJAX_MULTI30K": ""}
+  subprocess.run(command(tmp_path / "straight", fake_multi30k), check=True, env=env,
+                 capture_output=True, timeout=600)
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(command(killed, fake_multi30k), env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while not (killed / "checkpoints" / "8").is_dir() and time.time() < deadline:
+    assert proc.poll() is None, "training ended before it could be killed"
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)  # Somewhere after step 8, before the end.
+  proc.wait()
+  with ocp.CheckpointManager(killed / "checkpoints") as manager:
+    assert manager.latest_step() < 24  # Killed mid-run.
+  resumed = subprocess.run(command(killed, fake_multi30k), check=True, env=env,
+                           capture_output=True, text=True, timeout=600)
+  assert "Resumed from step" in resumed.stdout
+  straight, again = final_state(tmp_path / "straight"), final_state(killed)
+  assert straight.keys() == again.keys() and int(again["['step']"]) == 24
+  for key in straight:
+    np.testing.assert_array_equal(again[key], straight[key], err_msg=key)
+  steps = [int(l.split('"step": ')[1].split(",")[0])
+           for l in (killed / "metrics.jsonl").read_text().splitlines()]
+  assert steps == sorted(set(steps))  # No duplicated log records after the resume.
