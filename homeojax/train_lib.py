@@ -13,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import flax
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -190,6 +192,28 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
   return restored["state"], restored["meta"]
 
 
+def restore_latest_good(manager: ocp.CheckpointManager,
+                        abstract_state: Any) -> tuple[TrainState, dict]:
+  """Restores the newest readable checkpoint.
+
+  Each unreadable newer one is moved to `<dir>_unreadable/` (kept for inspection, out of
+  the way of new saves) with a warning naming it.
+  """
+  directory = Path(manager.directory)
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return restore(manager, abstract_state, step)
+    except Exception as e:  # pylint: disable=broad-except  # Any damage: try an older one.
+      aside = directory.with_name(directory.name + "_unreadable") / str(step)
+      logging.warning("checkpoint %s is unreadable (%s: %s); moved to %s, falling back to "
+                      "an older one", directory / str(step), type(e).__name__, e, aside)
+      aside.parent.mkdir(exist_ok=True)
+      shutil.rmtree(aside, ignore_errors=True)
+      (directory / str(step)).rename(aside)
+      manager.reload()
+  raise FileNotFoundError(f"no readable checkpoint in {directory}")
+
+
 def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
   """The JSON metadata of a checkpoint, without reading arrays."""
   return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -232,7 +256,7 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
 
   state, shardings = init_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
   if checkpoints.latest.latest_step() is not None:
-    state, old_meta = restore(checkpoints.latest, state)
+    state, old_meta = restore_latest_good(checkpoints.latest, state)
     check_compatible(old_meta, meta)
     writer.truncate_after(int(state.step))
     print(f"Resumed from step {int(state.step)} in {workdir}")

@@ -1,6 +1,7 @@
 """train.py then eval.py end to end, through the command lines, on a fake corpus."""
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -108,3 +109,19 @@ def test_checkpoints_move_between_device_counts(fake_multi30k, tmp_path):
   report = json.loads(run("eval.py", f"--workdir={tmp_path}", "--split=validation",
                           "--beam=2", devices=4).stdout)
   assert report["step"] == 6 and report["sentences"] == 40
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(trained_run, tmp_path):
+  workdir, args, _ = trained_run
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  for path in (copy / "checkpoints" / "4").rglob("*"):
+    if path.is_file() and path.stat().st_size > 0 and "meta" not in str(path):
+      path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # Truncated.
+  args = [a if not a.startswith("--workdir") else f"--workdir={copy}" for a in args]
+  result = run("train.py", *args)
+  assert "Resumed from step 2" in result.stdout
+  assert "checkpoint" in result.stderr and "/4 is unreadable" in result.stderr
+  assert (copy / "checkpoints_unreadable" / "4").is_dir()  # Kept, out of the way.
+  assert (copy / "checkpoints" / "4").is_dir()  # Saved anew from the resumed run.
+  assert "Resumed from step 4" in run("train.py", *args).stdout
