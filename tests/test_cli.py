@@ -125,3 +125,19 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(trained_run, tmp_path)
   assert (copy / "checkpoints_unreadable" / "4").is_dir()  # Kept, out of the way.
   assert (copy / "checkpoints" / "4").is_dir()  # Saved anew from the resumed run.
   assert "Resumed from step 4" in run("train.py", *args).stdout
+
+
+def test_eval_refuses_a_changed_vocabulary(trained_run, tmp_path):
+  workdir, _, _ = trained_run
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  (vocab,) = copy.glob("spm-*.model")
+  vocab.write_bytes(vocab.read_bytes() + b"\0")
+  result = run("eval.py", f"--workdir={copy}", "--split=validation", check=False)
+  assert result.returncode != 0 and f"vocabulary {vocab.name} differs" in result.stderr
+
+
+def test_eval_refuses_an_empty_checkpoint_dir(tmp_path):
+  (tmp_path / "checkpoints").mkdir()
+  result = run("eval.py", f"--workdir={tmp_path}", "--split=validation", check=False)
+  assert result.returncode != 0 and "holds no checkpoint" in result.stderr
