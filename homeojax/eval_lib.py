@@ -89,11 +89,7 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
   mesh = sharding.make_mesh()
   model = Transformer(model_cfg)
   optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
-  abstract = jax.eval_shape(lambda: train_lib.init_state(model, optimizer, c.seed, mesh,
-                                                         c.mesh.fsdp)[0])
-  shardings = sharding.state_shardings(mesh, abstract, c.mesh.fsdp)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
+  abstract = train_lib.abstract_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
   state, _ = train_lib.restore(manager, abstract, step)
   sp = tokenizer.load(vocab_path)
 

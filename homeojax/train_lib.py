@@ -222,20 +222,36 @@ def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
 # ----------------------------------------------------------------------------- the loop
 
 
-def init_state(model: Transformer, optimizer: optax.GradientTransformation, seed: int,
-               mesh: Mesh, fsdp: bool) -> tuple[TrainState, Any]:
-  """A fresh, sharded state and its shardings."""
+def _state_initializer(model: Transformer, optimizer: optax.GradientTransformation,
+                       seed: int, mesh: Mesh) -> Callable[[], TrainState]:
   dummy = jnp.ones((mesh.shape["data"], 8), jnp.int32)
 
-  def init():
+  def init() -> TrainState:
     variables = model.init(jax.random.PRNGKey(seed), dummy, dummy)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params),
                       homeostasis=variables.get(HOMEOSTASIS, {}))
 
-  shardings = sharding.state_shardings(mesh, jax.eval_shape(init), fsdp)
-  return jax.jit(init, out_shardings=shardings)(), shardings
+  return init
+
+
+def abstract_state(model: Transformer, optimizer: optax.GradientTransformation, seed: int,
+                   mesh: Mesh, fsdp: bool) -> Any:
+  """The state's shapes, dtypes and shardings, without computing it (for restoring)."""
+  shapes = jax.eval_shape(_state_initializer(model, optimizer, seed, mesh))
+  shardings = sharding.state_shardings(mesh, shapes, fsdp)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      shapes, shardings)
+
+
+def init_state(model: Transformer, optimizer: optax.GradientTransformation, seed: int,
+               mesh: Mesh, fsdp: bool) -> tuple[TrainState, Any]:
+  """A fresh, sharded state and its shardings."""
+  shardings = jax.tree.map(lambda a: a.sharding,
+                           abstract_state(model, optimizer, seed, mesh, fsdp))
+  return jax.jit(_state_initializer(model, optimizer, seed, mesh),
+                 out_shardings=shardings)(), shardings
 
 
 def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
@@ -275,11 +291,12 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
   eval_step = jax.jit(make_eval_step(model, c.optim.label_smoothing))
   summarize = jax.jit(diagnostics.summarize)
 
+  split = c.data.eval_split
+  sources, targets = data.ids[split]
+  eval_batcher = Batcher(sources, targets, c.data.tokens_per_batch, model_cfg.max_len,
+                         multiple_of=mesh.shape["data"])
+
   def evaluate(state: TrainState) -> dict:
-    split = c.data.eval_split
-    sources, targets = data.ids[split]
-    eval_batcher = Batcher(sources, targets, c.data.tokens_per_batch, model_cfg.max_len,
-                           multiple_of=mesh.shape["data"])
     sums = {"loss": 0.0, "correct": 0.0, "tokens": 0.0}
     for batch in eval_batcher.eval_batches():
       out = eval_step(state.params, state.homeostasis, sharding.shard_batch(batch, mesh))
