@@ -1,0 +1,164 @@
+"""Runs a grid of experiments (variants x seeds x settings) through train.py and eval.py.
+
+  python -m homeojax.grid --config=configs/tiny.py --variants=classic,dropout \
+      --seeds=0,1,2 --runs_dir=runs/grid --results_dir=results/grid \
+      --split=test_2016_flickr --set=data.local_dir=../shared/data/multi30k
+
+Each run trains in RUNS_DIR/NAME (resuming if interrupted), is evaluated on --split, and
+its logs, metrics and evaluation outputs are copied to RESULTS_DIR/NAME with a `run.json`
+(commands, wall times, source commit). Runs whose evaluation is already in RESULTS_DIR
+are skipped, so the same command continues a grid across sessions. `--sweep=FIELD=V1,V2`
+adds one run per value; `--commit` commits each finished run's results folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+from homeojax import config as config_lib
+
+_CONFIG = flags.DEFINE_string("config", None, "Experiment config file (no variant suffix).")
+_VARIANTS = flags.DEFINE_list("variants", None, f"Variants, from {tuple(config_lib.VARIANTS)}.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds.")
+_SETS = flags.DEFINE_multi_string("set", [], "FIELD=VALUE config override for every run.")
+_SWEEP = flags.DEFINE_multi_string("sweep", [], "FIELD=V1,V2,...: one run per value; "
+                                   "several --sweep flags are crossed.")
+_RUNS_DIR = flags.DEFINE_string("runs_dir", None, "Where the training work dirs go.")
+_RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where each run's outputs are copied.")
+_SPLIT = flags.DEFINE_string("split", "validation", "Split eval.py decodes at the end.")
+_BEAM = flags.DEFINE_integer("beam", 5, "Beam size of the final evaluation.")
+_COMMIT = flags.DEFINE_bool("commit", False, "git-commit each finished run's results folder.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the runs and their state; run nothing.")
+flags.mark_flags_as_required(["config", "variants", "runs_dir", "results_dir"])
+
+SOURCE_DIR = Path(__file__).resolve().parent.parent
+COPIED = ("metrics.jsonl", "train.log", "eval.log")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One grid cell: a variant, a seed and extra config overrides."""
+  variant: str
+  seed: int
+  overrides: tuple[tuple[str, str], ...] = ()
+
+  @property
+  def name(self) -> str:
+    parts = [self.variant] + [f"{k.rsplit('.', 1)[-1]}{v}" for k, v in self.overrides]
+    return "-".join(parts + [f"seed{self.seed}"])
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+  """`FIELD=VALUE` -> (FIELD, VALUE); ValueError naming the text otherwise."""
+  field, sep, value = text.partition("=")
+  if not sep or not field or not value:
+    raise ValueError(f"{text!r} is not FIELD=VALUE")
+  return field, value
+
+
+def plan(variants: list[str], seeds: list[str], sweep: list[str]) -> list[Run]:
+  """Every run of the grid, seeds outermost so that early runs cover every variant."""
+  for variant in variants:
+    if variant not in config_lib.VARIANTS:
+      raise ValueError(f"variant={variant!r} is not one of {tuple(config_lib.VARIANTS)}")
+  for seed in seeds:
+    if not seed.isdigit():
+      raise ValueError(f"seed={seed!r} is not a non-negative integer")
+  axes = [[(field, v) for v in values.split(",")]
+          for field, values in map(parse_assignment, sweep)]
+  return [Run(variant, int(seed), tuple(cell))
+          for seed in seeds for variant in variants for cell in itertools.product(*axes)]
+
+
+def _git_commit() -> str:
+  result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SOURCE_DIR, capture_output=True,
+                          text=True)
+  return result.stdout.strip() or "unknown"
+
+
+def _run_logged(command: list[str], log: Path) -> float:
+  """Runs `command` from the source dir, appending its output to `log`; returns seconds."""
+  start = time.time()
+  with open(log, "a") as f:
+    f.write(f"$ {' '.join(command)}\n")
+    f.flush()
+    code = subprocess.call(command, cwd=SOURCE_DIR, stdout=f, stderr=subprocess.STDOUT)
+  if code:
+    raise RuntimeError(f"{' '.join(command)} exited with {code}; see {log}")
+  return time.time() - start
+
+
+def execute(run: Run, config: str, sets: list[tuple[str, str]], runs_dir: Path,
+            results_dir: Path, split: str, beam: int) -> dict:
+  """Trains and evaluates one run, copies its outputs; returns its `run.json` record."""
+  workdir = runs_dir / run.name
+  workdir.mkdir(parents=True, exist_ok=True)
+  train = [sys.executable, "train.py", f"--config={config}:{run.variant}",
+           f"--workdir={workdir}", f"--config.seed={run.seed}", "--progress=false"]
+  train += [f"--config.{k}={v}" for k, v in (*sets, *run.overrides)]
+  evaluate = [sys.executable, "eval.py", f"--workdir={workdir}", f"--split={split}",
+              f"--beam={beam}", "--output_dir", str(workdir / "final")]
+  train_seconds = _run_logged(train, workdir / "train.log")
+  eval_seconds = _run_logged(evaluate, workdir / "eval.log")
+  out = results_dir / run.name
+  out.mkdir(parents=True, exist_ok=True)
+  for name in COPIED:
+    shutil.copy(workdir / name, out / name)
+  for path in (workdir / "final").iterdir():
+    shutil.copy(path, out / path.name)
+  record = {"name": run.name, "variant": run.variant, "seed": run.seed,
+            "overrides": dict(sets + list(run.overrides)), "train_command": " ".join(train),
+            "eval_command": " ".join(evaluate), "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds, "source_commit": _git_commit()}
+  (out / "run.json").write_text(json.dumps(record, indent=1) + "\n")
+  return record
+
+
+def commit(path: Path, message: str) -> None:
+  """Commits `path` alone (other staged changes stay staged), retrying a busy index."""
+  repo = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path, text=True,
+                        capture_output=True, check=True).stdout.strip()
+  for attempt in range(5):
+    add = subprocess.run(["git", "add", str(path)], cwd=repo, capture_output=True)
+    done = add.returncode == 0 and subprocess.run(
+        ["git", "commit", "-q", "-m", message, "--", str(path)], cwd=repo,
+        capture_output=True).returncode == 0
+    if done:
+      return
+    time.sleep(10 * (attempt + 1))
+  print(f"warning: could not commit {path}", file=sys.stderr)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  sets = [parse_assignment(s) for s in _SETS.value]
+  runs = plan(_VARIANTS.value, _SEEDS.value, _SWEEP.value)
+  config = str(Path(_CONFIG.value).resolve())
+  if not Path(config).is_file():
+    raise FileNotFoundError(f"config file {_CONFIG.value!r} does not exist")
+  runs_dir, results_dir = Path(_RUNS_DIR.value).resolve(), Path(_RESULTS_DIR.value).resolve()
+  for i, run in enumerate(runs):
+    done = (results_dir / run.name / "run.json").exists()
+    print(f"[{i + 1}/{len(runs)}] {run.name}: {'done' if done else 'to run'}", flush=True)
+    if done or _DRY_RUN.value:
+      continue
+    record = execute(run, config, sets, runs_dir, results_dir, _SPLIT.value, _BEAM.value)
+    print(f"  finished in {record['train_seconds'] / 60:.1f} + "
+          f"{record['eval_seconds'] / 60:.1f} min", flush=True)
+    if _COMMIT.value:
+      commit(results_dir / run.name, f"Result: {results_dir.name}/{run.name} "
+             f"({_CONFIG.value}, {_SPLIT.value}, beam {_BEAM.value})")
+
+
+if __name__ == "__main__":
+  app.run(main)
