@@ -9,7 +9,7 @@ Writes the hypotheses and a JSON report to --output_dir (default WORKDIR/eval/st
 
 import json
 
-from absl import app, flags
+from absl import flags
 
 from homeojax import cli, eval_lib
 
@@ -30,8 +30,6 @@ flags.mark_flag_as_required("workdir")
 
 def main(argv):
   cli.start(argv)
-  if _SPLIT.value is None and _SOURCE.value is None:
-    raise app.UsageError("give --split or --source_file")
   report = eval_lib.evaluate(
       _WORKDIR.value, checkpoint=_CHECKPOINT.value, split=_SPLIT.value,
       source_file=_SOURCE.value, reference_file=_REFERENCE.value,
@@ -41,4 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,4 +1,8 @@
-"""Flags and start-up shared by train.py and eval.py: logging and multi-host set-up."""
+"""Flags and start-up shared by train.py and eval.py: logging, multi-host set-up, errors."""
+
+import os
+import sys
+from typing import Callable
 
 from absl import app, flags, logging
 
@@ -14,6 +18,46 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process
 def start(argv: list[str]) -> None:
   """Rejects stray arguments, quiets library logs and joins a multi-host job if asked."""
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO.
   sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+
+
+# Errors caused by the user's input, the disk or a diverging run: one line, no traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def _fail(message: str) -> None:
+  print(f"error: {' '.join(message.split())}", file=sys.stderr)
+  sys.exit(1)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags; a bad flag (or a config file that fails to load) is one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if "Traceback (most recent call last):" in lines:  # A config file raised: keep its error.
+      lines = [lines[0], lines[-1]]
+    _fail(f"{' '.join(lines)} (see --helpshort)")
+  except (AttributeError, KeyError) as e:  # A --config.FIELD override names no field.
+    while e.args and isinstance(e.args[0], Exception):
+      e = e.args[0]
+    _fail(f"unknown config field {e.args[0] if e.args else e} (see --helpshort)")
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """`app.run(main)`, printing `error: ...` and exiting 1 on a user error.
+
+  Set HOMEOJAX_TRACEBACK=1 to get the full traceback instead.
+  """
+  def guarded(argv: list[str]) -> None:
+    try:
+      main(argv)
+    except USER_ERRORS as e:
+      if os.environ.get("HOMEOJAX_TRACEBACK"):
+        raise
+      _fail(str(e))
+
+  app.run(guarded, flags_parser=_parse_flags)

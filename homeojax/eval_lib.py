@@ -50,7 +50,7 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
   """Decodes and scores; writes hypotheses and a JSON report; returns the report."""
   workdir = Path(workdir)
   if (split is None) == (source_file is None):
-    raise ValueError("give exactly one of split or source_file")
+    raise ValueError("give exactly one of split or source_file (--split, --source_file)")
   if split is not None and split not in multi30k.SPLIT_FILES:
     raise ValueError(f"split={split!r} is not one of {tuple(multi30k.SPLIT_FILES)}")
   for path in (source_file, reference_file, reference_tok_file):

@@ -107,7 +107,9 @@ def make_train_step(model: Transformer, optimizer: optax.GradientTransformation,
                            homeostasis=homeostasis)
     stats = {"loss": loss, "accuracy": correct / jnp.maximum(tokens, 1), "tokens": tokens,
              "grad_norm": optax.tree.norm(grads),
-             "finite": jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))}
+             "finite": jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads)),
+             "finite_stats": jnp.all(jnp.array([jnp.all(jnp.isfinite(x))
+                                                for x in jax.tree.leaves(homeostasis)] + [True]))}
     return new_state, stats
 
   return train_step
@@ -259,14 +261,23 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
   """Trains (resuming from the latest checkpoint in `workdir`) and returns final metrics."""
   model_cfg = config_lib.validate(c)  # Before any data preparation or compilation.
   workdir = Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise NotADirectoryError(f"work dir {str(workdir)!r} is not a directory")
   workdir.mkdir(parents=True, exist_ok=True)
+  checkpoints = Checkpoints(workdir, c.keep_checkpoints)
+  if (latest := checkpoints.latest.latest_step()) is not None:
+    try:  # A changed model fails here, before data preparation; the vocabulary is later.
+      saved = read_meta(checkpoints.latest, latest)
+    except Exception:  # pylint: disable=broad-except  # Damaged: restore will fall back.
+      saved = None
+    if saved is not None:
+      check_compatible(saved, {"model": dataclasses.asdict(model_cfg)})
   mesh = sharding.make_mesh()
   data = prepare_data(c, workdir, (c.data.eval_split,))
   model = Transformer(model_cfg)
   optimizer = make_optimizer(c.optim, c.num_train_steps)
   main_process = jax.process_index() == 0  # Only process 0 writes logs.
   writer = metrics.MetricWriter(workdir, enabled=main_process)
-  checkpoints = Checkpoints(workdir, c.keep_checkpoints)
   meta = {"config": c.to_dict(), "model": dataclasses.asdict(model_cfg),
           "vocab": data.vocab_path.name, "vocab_sha256": file_sha256(data.vocab_path)}
 
@@ -321,14 +332,12 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
     batch = next(batches)
     state, stats = train_step(state, sharding.shard_batch(batch, mesh))
     pending.append(stats)
-    if step % c.log_every == 0 or step == c.num_train_steps:
+    save = step % c.checkpoint_every == 0 or step == c.num_train_steps
+    if save or step % c.log_every == 0:
       fetched = jax.device_get(pending)
       pending = []
-      if not all(s["finite"] for s in fetched):
-        bad = step - len(fetched) + 1 + [bool(s["finite"]) for s in fetched].index(False)
-        raise FloatingPointError(
-            f"non-finite loss or gradient at step {bad}; the last good checkpoint is kept in "
-            f"{workdir / 'checkpoints'}")
+      check_finite_steps(fetched, step - len(fetched) + 1, state, workdir / "checkpoints")
+    if step % c.log_every == 0 or step == c.num_train_steps:
       tokens_since += sum(int(s["tokens"]) for s in fetched)
       now = time.time()
       record = {"step": step, "loss": float(np.mean([s["loss"] for s in fetched])),
@@ -343,8 +352,10 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
         bar.write(f"step {step}: eval loss {record['eval_loss']:.3f}, "
                   f"BLEU {record['eval_bleu']:.2f} (tokenized {record['eval_bleu_tok']:.2f})")
       writer.write(record)
-    if step % c.checkpoint_every == 0 or step == c.num_train_steps:
-      check_finite_state(state, step)
+    if save:
+      if (bad := first_nonfinite(state.params)) is not None:
+        raise FloatingPointError(f"non-finite parameter {bad} after step {step}; the last "
+                                 f"good checkpoint is kept in {workdir / 'checkpoints'}")
       checkpoints.save(state, {**meta, "step": step},
                        bleu=record.get("eval_bleu") if record.get("step") == step else None)
   bar.close()
@@ -353,21 +364,35 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
   return record
 
 
-def check_finite_state(state: TrainState, step: int) -> None:
-  """Raises naming the site if any homeostasis statistic or parameter is not finite."""
-  for path, leaf in flax.traverse_util.flatten_dict(
-      jax.device_get(state.homeostasis), sep="/").items():
+def first_nonfinite(tree: Any) -> str | None:
+  """Path of the first leaf of `tree` holding a NaN or Inf, or None."""
+  for path, leaf in flax.traverse_util.flatten_dict(jax.device_get(tree), sep="/").items():
     if not np.all(np.isfinite(leaf)):
-      raise FloatingPointError(f"non-finite homeostasis statistic {path} at step {step}")
-  if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(state.params))):
-    raise FloatingPointError(f"non-finite parameters at step {step}")
+      return path
+  return None
+
+
+def check_finite_steps(fetched: list[dict], first_step: int, state: TrainState,
+                       kept_in: Path) -> None:
+  """Raises naming the first step (and the site, for statistics) that went non-finite.
+
+  `fetched` are the step metrics of steps `first_step`, `first_step + 1`, ...; `state` is
+  the current state, whose statistics still carry the NaN (they are running averages).
+  """
+  for i, stats in enumerate(fetched):
+    where = f"at step {first_step + i}; the last good checkpoint is kept in {kept_in}"
+    if not stats["finite"]:
+      raise FloatingPointError(f"non-finite loss or gradient {where}")
+    if not stats["finite_stats"]:
+      site = first_nonfinite(state.homeostasis)
+      raise FloatingPointError(f"non-finite homeostasis statistic {site} {where}")
 
 
 def check_compatible(saved: dict, current: dict) -> None:
-  """Raises naming the first model or vocabulary field that differs from a checkpoint."""
+  """Raises naming the first model field, or the vocabulary (if given), that differs."""
   for key, value in current["model"].items():
     if saved["model"].get(key) != value:
       raise ValueError(f"checkpoint model.{key}={saved['model'].get(key)!r} differs from "
                        f"the config's {value!r}")
-  if saved["vocab_sha256"] != current["vocab_sha256"]:
+  if "vocab_sha256" in current and saved["vocab_sha256"] != current["vocab_sha256"]:
     raise ValueError(f"checkpoint vocabulary {saved['vocab']} differs from {current['vocab']}")

@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny fake Multi30K corpus made here (never the network)."""
 
 import gzip
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +45,35 @@ def write_corpus(root: Path, sizes: dict[str, int]) -> Path:
 def fake_multi30k(tmp_path_factory) -> Path:
   return write_corpus(tmp_path_factory.mktemp("multi30k"),
                       {"train": 400, "val": 40, "test_2016_flickr": 30})
+
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--config.model.d_model=32", "--config.model.d_ff=64", "--config.model.heads=2",
+        "--config.model.encoder_layers=1", "--config.model.decoder_layers=1",
+        "--config.model.max_len=64", "--config.data.max_len=64",
+        "--config.data.vocab_size=60", "--config.data.tokens_per_batch=256",
+        "--config.data.eval_sentences=10", "--config.decode.tokens_per_batch=256",
+        "--config.log_every=2", "--config.eval_every=4", "--config.checkpoint_every=2",
+        "--config.num_train_steps=4", "--progress=false"]
+
+
+def run(script: str, *args: str, check: bool = True,
+        devices: int = 1) -> subprocess.CompletedProcess:
+  """Runs a top-level script on `devices` simulated CPU devices, never the env's corpus."""
+  env = {**os.environ, "HOMEOJAX_MULTI30K": "",
+         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+  if check and result.returncode != 0:
+    raise AssertionError(f"{script} failed:\n{result.stdout}\n{result.stderr}")
+  return result
+
+
+@pytest.fixture(scope="session")
+def trained_run(fake_multi30k, tmp_path_factory):
+  """A tiny rfb_kwta_dropout run (steps 2 and 4 saved): (workdir, train args, result)."""
+  workdir = tmp_path_factory.mktemp("run")
+  args = ["--config=configs/quick.py:rfb_kwta_dropout", f"--workdir={workdir}",
+          f"--config.data.local_dir={fake_multi30k}", *TINY]
+  first = run("train.py", *args)
+  return workdir, args, first

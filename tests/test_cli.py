@@ -2,41 +2,8 @@
 
 import json
 import shutil
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--config.model.d_model=32", "--config.model.d_ff=64", "--config.model.heads=2",
-        "--config.model.encoder_layers=1", "--config.model.decoder_layers=1",
-        "--config.model.max_len=64", "--config.data.max_len=64",
-        "--config.data.vocab_size=60", "--config.data.tokens_per_batch=256",
-        "--config.data.eval_sentences=10", "--config.decode.tokens_per_batch=256",
-        "--config.log_every=2", "--config.eval_every=4", "--config.checkpoint_every=2",
-        "--config.num_train_steps=4", "--progress=false"]
-
-
-def run(script: str, *args: str, check: bool = True,
-        devices: int = 1) -> subprocess.CompletedProcess:
-  env = {**os.environ, "HOMEOJAX_MULTI30K": "",
-         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-  result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-  if check and result.returncode != 0:
-    raise AssertionError(f"{script} failed:\n{result.stdout}\n{result.stderr}")
-  return result
-
-
-@pytest.fixture(scope="module")
-def trained_run(fake_multi30k, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("run")
-  args = ["--config=configs/quick.py:rfb_kwta_dropout", f"--workdir={workdir}",
-          f"--config.data.local_dir={fake_multi30k}", *TINY]
-  first = run("train.py", *args)
-  return workdir, args, first
+from conftest import TINY, run
 
 
 def test_train_writes_checkpoints_metrics_and_resumes(trained_run):
@@ -71,31 +38,6 @@ def test_eval_decodes_a_split_and_files(trained_run, fake_multi30k, tmp_path):
   assert json.loads(out.stdout)["sentences"] == 2
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--checkpoint=7", "--split=validation"], "checkpoint='7' is not"),
-    (["--split=test_1999"], "split='test_1999'"),
-    (["--source_file=/nonexistent.en"], "/nonexistent.en"),
-])
-def test_eval_rejects_bad_input(trained_run, args, message):
-  workdir, _, _ = trained_run
-  result = run("eval.py", f"--workdir={workdir}", *args, check=False)
-  assert result.returncode != 0 and message in result.stderr
-
-
-@pytest.mark.parametrize("override, message", [
-    ("--config.regularizer.sparsity=1.5", "regularizer.sparsity=1.5"),
-    ("--config.model.heads=3", "d_model=64 is not divisible by heads=3"),
-    ("--config.sites.encoder.ffn_hidden=kwta(sparsity=0.4, bogus=1)", "'bogus'"),
-    ("--config.data.target_lang=xx", "data.target_lang='xx'"),
-    ("--config.nonexistent=1", "nonexistent"),
-])
-def test_train_rejects_bad_config_before_work(fake_multi30k, tmp_path, override, message):
-  result = run("train.py", "--config=configs/quick.py", f"--workdir={tmp_path / 'w'}",
-               f"--config.data.local_dir={fake_multi30k}", override, check=False)
-  assert result.returncode != 0 and message in result.stderr
-  assert not (tmp_path / "w").exists()
-
-
 def test_checkpoints_move_between_device_counts(fake_multi30k, tmp_path):
   """4 devices train to step 2, 1 device resumes to 4, 4 devices resume to 6 and evaluate."""
   args = ["--config=configs/quick.py:smart_inhibition", f"--workdir={tmp_path}",
@@ -125,19 +67,3 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(trained_run, tmp_path)
   assert (copy / "checkpoints_unreadable" / "4").is_dir()  # Kept, out of the way.
   assert (copy / "checkpoints" / "4").is_dir()  # Saved anew from the resumed run.
   assert "Resumed from step 4" in run("train.py", *args).stdout
-
-
-def test_eval_refuses_a_changed_vocabulary(trained_run, tmp_path):
-  workdir, _, _ = trained_run
-  copy = tmp_path / "run"
-  shutil.copytree(workdir, copy)
-  (vocab,) = copy.glob("spm-*.model")
-  vocab.write_bytes(vocab.read_bytes() + b"\0")
-  result = run("eval.py", f"--workdir={copy}", "--split=validation", check=False)
-  assert result.returncode != 0 and f"vocabulary {vocab.name} differs" in result.stderr
-
-
-def test_eval_refuses_an_empty_checkpoint_dir(tmp_path):
-  (tmp_path / "checkpoints").mkdir()
-  result = run("eval.py", f"--workdir={tmp_path}", "--split=validation", check=False)
-  assert result.returncode != 0 and "holds no checkpoint" in result.stderr
