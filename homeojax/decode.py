@@ -152,11 +152,9 @@ def translate(model: nn.Module, variables: dict, src_BxS: Array, *, beam: int = 
       logits, updates = model.apply({**variables, "cache": cache}, encoded, src_BxS, tokens,
                                     decode=True, mutable=["cache"], method=model.decode)
       return _outputs_only(logits[:, -1]), updates["cache"]
-    dummy = jnp.zeros((rows, max_len), jnp.int32)
-    shapes = jax.eval_shape(lambda: model.apply(
-        variables, encoded, src_BxS, dummy, decode=True, mutable=["cache"],
-        method=model.decode)[1]["cache"])
-    cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    cache = model.apply(variables, encoded, src_BxS, jnp.zeros((rows, 1), jnp.int32),
+                        decode=True, cache_len=max_len, mutable=["cache"],
+                        method=model.decode)[1]["cache"]
   else:
     def step_fn(tokens, cache):
       prefix, i = cache
@@ -174,7 +172,7 @@ def translate(model: nn.Module, variables: dict, src_BxS: Array, *, beam: int = 
 
 def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray],
                     sp: Any, *, beam: int, alpha: float, tokens_per_batch: int,
-                    mesh: Mesh) -> list[str]:
+                    mesh: Mesh, use_cache: bool = True) -> list[str]:
   """Detokenized translations of the given source ids, in order.
 
   Sources longer than the model's `max_len` (with EOS) are truncated, with a warning.
@@ -190,7 +188,7 @@ def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray]
   out = [""] * len(sources)
   for batch in batcher.eval_batches():
     src = sharding.shard_batch({"src": batch["src"]}, mesh)["src"]
-    ids = translate(model, variables, src, beam=beam, alpha=alpha)
+    ids = translate(model, variables, src, beam=beam, alpha=alpha, use_cache=use_cache)
     for i, text in zip(batch["index"], tokenizer.decode(sp, jax.device_get(ids))):
       if i >= 0:
         out[i] = text

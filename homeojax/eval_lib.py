@@ -42,6 +42,39 @@ def checkpoint_step(workdir: Path, checkpoint: str) -> tuple[Any, int]:
   return manager, int(checkpoint)
 
 
+@dataclasses.dataclass
+class Run:
+  """A restored checkpoint, ready to decode."""
+  config: ml_collections.ConfigDict
+  step: int
+  model: Transformer
+  variables: dict  # `params` and `homeostasis`.
+  sp: Any  # The run's SentencePiece processor.
+  mesh: Any
+
+
+def load_run(workdir: str | Path, checkpoint: str = "latest") -> Run:
+  """Restores a run's checkpoint onto this host's devices, checking model and vocabulary."""
+  workdir = Path(workdir)
+  manager, step = checkpoint_step(workdir, checkpoint)
+  meta = train_lib.read_meta(manager, step)
+  c = ml_collections.ConfigDict(meta["config"])
+  model_cfg = config_lib.model_config(c)
+  vocab_path = workdir / meta["vocab"]
+  if not vocab_path.is_file():
+    raise FileNotFoundError(f"vocabulary {str(vocab_path)!r} of the checkpoint is missing")
+  current = {"model": dataclasses.asdict(model_cfg), "vocab": vocab_path.name,
+             "vocab_sha256": train_lib.file_sha256(vocab_path)}
+  train_lib.check_compatible(meta, current)
+  mesh = sharding.make_mesh()
+  model = Transformer(model_cfg)
+  optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
+  abstract = train_lib.abstract_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
+  state, _ = train_lib.restore(manager, abstract, step)
+  return Run(c, step, model, {"params": state.params, HOMEOSTASIS: state.homeostasis},
+             tokenizer.load(vocab_path), mesh)
+
+
 def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | None = None,
              source_file: str | None = None, reference_file: str | None = None,
              reference_tok_file: str | None = None, beam: int | None = None,
@@ -58,16 +91,8 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
       raise FileNotFoundError(f"file {path!r} does not exist")
   if beam is not None and beam < 1:
     raise ValueError(f"beam={beam} must be >= 1")
-  manager, step = checkpoint_step(workdir, checkpoint)
-  meta = train_lib.read_meta(manager, step)
-  c = ml_collections.ConfigDict(meta["config"])
-  model_cfg = config_lib.model_config(c)
-  vocab_path = workdir / meta["vocab"]
-  if not vocab_path.is_file():
-    raise FileNotFoundError(f"vocabulary {str(vocab_path)!r} of the checkpoint is missing")
-  current = {"model": dataclasses.asdict(model_cfg), "vocab": vocab_path.name,
-             "vocab_sha256": train_lib.file_sha256(vocab_path)}
-  train_lib.check_compatible(meta, current)
+  run = load_run(workdir, checkpoint)
+  c, step = run.config, run.step
   beam = beam or c.decode.beam_size
   alpha = c.decode.length_penalty if alpha is None else alpha
 
@@ -86,18 +111,10 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
       if texts[key] is not None and len(texts[key]) != len(texts["source"]):
         raise ValueError(f"{len(texts['source'])} sources but {len(texts[key])} {key} lines")
 
-  mesh = sharding.make_mesh()
-  model = Transformer(model_cfg)
-  optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
-  abstract = train_lib.abstract_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
-  state, _ = train_lib.restore(manager, abstract, step)
-  sp = tokenizer.load(vocab_path)
-
   start = time.time()
   hyps = decode_lib.translate_split(
-      model, {"params": state.params, HOMEOSTASIS: state.homeostasis},
-      tokenizer.encode(sp, texts["source"]), sp, beam=beam, alpha=alpha,
-      tokens_per_batch=c.decode.tokens_per_batch, mesh=mesh)
+      run.model, run.variables, tokenizer.encode(run.sp, texts["source"]), run.sp,
+      beam=beam, alpha=alpha, tokens_per_batch=c.decode.tokens_per_batch, mesh=run.mesh)
   seconds = time.time() - start
 
   out_dir = Path(output_dir) if output_dir else workdir / "eval" / f"step_{step}"
@@ -111,6 +128,6 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
     report["sacrebleu"] = metrics.sacrebleu_score(hyps, texts["target"])
   if texts["target_tok"]:
     report["bleu_tok"] = metrics.tokenized_bleu(hyps, texts["target_tok"], c.data.target_lang)
-  report["homeostasis"] = diagnostics.report(jax.device_get(state.homeostasis))
+  report["homeostasis"] = diagnostics.report(jax.device_get(run.variables[HOMEOSTASIS]))
   (out_dir / f"{name}.beam{beam}.json").write_text(json.dumps(report, indent=1))
   return report

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from test_cli import ROOT, TINY
+from conftest import ROOT, TINY
 
 ARGS = [a for a in TINY if not a.startswith("--config.num_train_steps")] + [
     "--config.num_train_steps=24", "--config.checkpoint_every=4", "--config.eval_every=100"]

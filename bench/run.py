@@ -1,0 +1,321 @@
+"""Benchmarks: per-site op cost, train-step time and memory per variant, input wait and
+compilations of the training loop, decoding throughput. Writes JSON and Markdown tables.
+
+  python bench/run.py --data_dir=../shared/data/multi30k --run_dir=runs/tiny_dropout
+
+Every ratio compares variants measured in the same process, interleaved round by round,
+so that a noisy machine slows all of them alike. Times are medians over rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # The configs/ package of this checkout.
+
+from configs import base as base_config, tiny as tiny_config  # noqa: E402
+from homeojax import config as config_lib, decode, eval_lib, sharding, train_lib  # noqa: E402
+from homeojax.data import batching, multi30k, tokenizer  # noqa: E402
+from homeojax.layers import HOMEOSTASIS, Site  # noqa: E402
+from homeojax.model import Transformer  # noqa: E402
+
+_SECTIONS = flags.DEFINE_list("sections", ["ops", "train", "loop", "decode"], "What to run.")
+_CONFIGS = flags.DEFINE_list("configs", ["tiny", "base"], "Configs for ops and train.")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved measurement rounds.")
+_DATA_DIR = flags.DEFINE_string("data_dir", os.environ.get("HOMEOJAX_MULTI30K", ""),
+                                "Local Multi30K copy (loop and decode sections).")
+_RUN_DIR = flags.DEFINE_string("run_dir", None, "Trained run to decode with (else an "
+                               "untrained tiny model, which decodes to the length limit).")
+_WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/homeojax_bench", "Scratch (data, vocab).")
+_OUT = flags.DEFINE_string("out", str(ROOT / "bench" / "results"), "Output path prefix "
+                           "(.json and .md are written).")
+
+CONFIGS = {"tiny": tiny_config.get_config, "base": base_config.get_config}
+# Site mechanisms compared with dropout, at the rates of the paper's variants.
+SITE_CHAINS = {
+    "dropout": "dropout(rate=0.1)",
+    "kwta exact": "kwta(sparsity=0.3, method=exact)",
+    "kwta top_k": "kwta(sparsity=0.3, method=top_k)",
+    "kwta statistical": "kwta(sparsity=0.3, method=statistical)",
+    "rfb_kwta exact": "rfb_kwta(sparsity=0.3, method=exact)",
+    "rfb_kwta statistical": "rfb_kwta(sparsity=0.3, method=statistical)",
+    "smart_inhibition bernoulli": "smart_inhibition(sparsity=0.1)",
+    "smart_inhibition exact_k": "smart_inhibition(sparsity=0.1, sampling=exact_k)",
+}
+# Train-step variants: (paper variant, kWTA threshold method).
+STEP_VARIANTS = {
+    "classic": ("classic", "exact"),
+    "dropout": ("dropout", "exact"),
+    "kwta exact": ("kwta", "exact"),
+    "kwta statistical": ("kwta", "statistical"),
+    "rfb_kwta+dropout exact": ("rfb_kwta_dropout", "exact"),
+    "rfb_kwta+dropout statistical": ("rfb_kwta_dropout", "statistical"),
+    "smart_inhibition": ("smart_inhibition", "exact"),
+}
+SEQ_LEN = 32  # Length of the synthetic batches (Multi30K's common bucket).
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+  """Median seconds of each (already compiled) function, measured round-robin."""
+  times: dict[str, list[float]] = {name: [] for name in fns}
+  for _ in range(rounds):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+def site_shapes(c) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+  """Site name -> (activation shape, valid-mask shape, statistics shape) for a config."""
+  b, l, m = c.data.tokens_per_batch // SEQ_LEN, SEQ_LEN, c.model
+  return {"block_output": ((b, l, m.d_model), (b, l, 1), (m.d_model,)),
+          "ffn_hidden": ((b, l, m.d_ff), (b, l, 1), (m.d_ff,)),
+          "attn_weights": ((b, l, m.heads, l), (b, l, 1, l), (m.heads, m.max_len))}
+
+
+def bench_ops(rounds: int) -> list[dict]:
+  """Forward + backward (+ statistics update) of one site, per mechanism and shape."""
+  rows = []
+  for config_name in _CONFIGS.value:
+    c = CONFIGS[config_name]()
+    for site_name, (shape, valid_shape, stat_shape) in site_shapes(c).items():
+      x = jax.random.normal(jax.random.PRNGKey(0), shape)
+      g = jax.random.normal(jax.random.PRNGKey(1), shape)
+      valid = jnp.ones(valid_shape, bool)
+      fns = {}
+      for mech, chain in SITE_CHAINS.items():
+        site = Site(chain, stat_shape=stat_shape)
+        variables = site.init(jax.random.PRNGKey(2), x, valid)
+
+        def loss(x, variables, site=site):
+          y, updates = site.apply(variables, x, valid, train=True, mutable=[HOMEOSTASIS],
+                                  rngs={"dropout": jax.random.PRNGKey(3)})
+          return jnp.sum(y * g), updates
+
+        step = jax.jit(jax.grad(loss, has_aux=True))
+        jax.block_until_ready(step(x, variables))
+        fns[mech] = lambda step=step, variables=variables: step(x, variables)
+      times = interleaved(fns, rounds)
+      for mech, seconds in times.items():
+        rows.append({"config": config_name, "site": site_name, "shape": list(shape),
+                     "mechanism": mech, "ms": seconds * 1e3,
+                     "vs_dropout": seconds / times["dropout"]})
+  return rows
+
+
+def synthetic_batch(c, rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """A training batch of the config's size: random ids, a tenth of the tail padded."""
+  b = c.data.tokens_per_batch // SEQ_LEN
+  lengths = rng.integers(SEQ_LEN * 6 // 10, SEQ_LEN + 1, size=b)
+  ids = rng.integers(4, c.data.vocab_size, size=(3, b, SEQ_LEN)).astype(np.int32)
+  ids[:, np.arange(SEQ_LEN)[None, :] >= lengths[:, None]] = 0
+  return {"src": ids[0], "tgt_in": ids[1], "tgt_out": ids[2]}
+
+
+def compiled_bytes(compiled) -> int | None:
+  """Peak memory XLA plans for a compiled step (arguments + outputs + temporaries)."""
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    return None
+  return (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+          + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+
+
+def bench_train(rounds: int) -> list[dict]:
+  """Train-step time, tokens/s and planned memory per variant, relative to dropout."""
+  rows, mesh = [], sharding.make_mesh()
+  for config_name in _CONFIGS.value:
+    fns, memory, cache_sizes, steps = {}, {}, {}, {}
+    for label, (variant, method) in STEP_VARIANTS.items():
+      c = CONFIGS[config_name](variant)
+      c.regularizer.method = method
+      model = Transformer(config_lib.validate(c))
+      optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
+      state, shardings = train_lib.init_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
+      batch = sharding.shard_batch(synthetic_batch(c, np.random.default_rng(0)), mesh)
+      step = jax.jit(train_lib.make_train_step(model, optimizer, c.optim.label_smoothing,
+                                               c.seed),
+                     in_shardings=(shardings, NamedSharding(mesh, P("data"))),
+                     out_shardings=(shardings, None), donate_argnums=0)
+      memory[label] = compiled_bytes(step.lower(state, batch).compile())
+      holder = {"state": state}
+
+      def run(step=step, holder=holder, batch=batch):
+        holder["state"], stats = step(holder["state"], batch)
+        return stats["loss"]
+
+      jax.block_until_ready(run())
+      fns[label], steps[label] = run, step
+    times = interleaved(fns, rounds)
+    tokens = CONFIGS[config_name]().data.tokens_per_batch
+    for label, seconds in times.items():
+      rows.append({"config": config_name, "variant": label, "step_ms": seconds * 1e3,
+                   "target_tokens_per_s": tokens / seconds,
+                   "vs_dropout": seconds / times["dropout"],
+                   "planned_memory_mb": (memory[label] or 0) / 2**20,
+                   "compilations": steps[label]._cache_size()})  # pylint: disable=protected-access
+  return rows
+
+
+def bench_loop(steps: int = 120) -> dict:
+  """The real training loop's input pipeline on Multi30K (tiny, dropout): how long the
+  host spends building batches, compilations as new batch shapes appear, and whether any
+  step transfers data back to the host (a transfer guard would raise)."""
+  c = tiny_config.get_config("dropout")
+  c.data.local_dir = _DATA_DIR.value
+  c.data.tfds_dir = str(Path(_WORK_DIR.value) / "tfds")
+  mesh = sharding.make_mesh()
+  data = train_lib.prepare_data(c, Path(_WORK_DIR.value), ())
+  model = Transformer(config_lib.validate(c))
+  optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
+  state, shardings = train_lib.init_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
+  batcher = batching.Batcher(*data.ids["train"], c.data.tokens_per_batch, c.data.max_len,
+                             multiple_of=mesh.shape["data"], seed=c.seed)
+  step = jax.jit(train_lib.make_train_step(model, optimizer, c.optim.label_smoothing,
+                                           c.seed),
+                 in_shardings=(shardings, NamedSharding(mesh, P("data"))),
+                 out_shardings=(shardings, None), donate_argnums=0)
+  batches = batcher.train_batches(0)
+  compilations = []
+  with jax.transfer_guard_device_to_host("disallow"):
+    for _ in range(steps):  # First pass: compiles each new batch shape as it appears.
+      state, _ = step(state, sharding.shard_batch(next(batches), mesh))
+      compilations.append(step._cache_size())  # pylint: disable=protected-access
+  jax.block_until_ready(state)
+
+  def timed(get_batch: Callable[[], Any]) -> tuple[float, float]:
+    """Wall seconds of the same steps again, and the host's share building batches."""
+    nonlocal state
+    host, start = 0.0, time.perf_counter()
+    for _ in range(steps):
+      t = time.perf_counter()
+      batch = get_batch()
+      host += time.perf_counter() - t
+      state, _ = step(state, batch)
+    jax.block_until_ready(state)
+    return time.perf_counter() - start, host
+
+  fresh = batcher.train_batches(0)
+  prebuilt = iter([sharding.shard_batch(b, mesh) for b, _ in
+                   zip(batcher.train_batches(0), range(steps))])
+  with_input, host = timed(lambda: sharding.shard_batch(next(fresh), mesh))
+  without_input, _ = timed(lambda: next(prebuilt))
+  return {"steps": steps, "batch_shapes_in_an_epoch": len(batcher.batch_sizes),
+          "compilations_by_step": {str(s): compilations[s - 1] for s in (1, 10, 30, steps)},
+          "seconds_with_input": with_input, "seconds_with_prebuilt_batches": without_input,
+          "host_batch_seconds": host, "input_wait_share": max(0.0, 1 - without_input / with_input),
+          "implicit_device_to_host_transfers": 0}
+
+
+def bench_decode() -> list[dict]:
+  """Sentences/s decoding test_2016_flickr: greedy and beam 5, with and without cache."""
+  if _RUN_DIR.value:
+    run = eval_lib.load_run(_RUN_DIR.value)
+    model, variables, sp, c, mesh = run.model, run.variables, run.sp, run.config, run.mesh
+  else:
+    c = tiny_config.get_config("dropout")
+    c.data.local_dir = _DATA_DIR.value
+    c.data.tfds_dir = str(Path(_WORK_DIR.value) / "tfds")
+    data = train_lib.prepare_data(c, Path(_WORK_DIR.value), ())
+    model, sp, mesh = Transformer(config_lib.validate(c)), data.sp, sharding.make_mesh()
+    src = jnp.ones((1, 8), jnp.int32)
+    variables = model.init(jax.random.PRNGKey(0), src, src)
+  texts = multi30k.load(c.data.source_lang, c.data.target_lang, ("test_2016_flickr",),
+                        str(Path(_WORK_DIR.value) / "tfds"), _DATA_DIR.value or None)
+  sources = tokenizer.encode(sp, texts["test_2016_flickr"]["source"])
+  rows = []
+  for beam in (1, 5):
+    for use_cache in (True, False):
+      seconds = []
+      for _ in range(2):  # The first pass includes compilation.
+        start = time.perf_counter()
+        decode.translate_split(model, variables, sources, sp, beam=beam, alpha=0.6,
+                               tokens_per_batch=c.decode.tokens_per_batch, mesh=mesh,
+                               use_cache=use_cache)
+        seconds.append(time.perf_counter() - start)
+      rows.append({"beam": beam, "kv_cache": use_cache, "sentences": len(sources),
+                   "seconds_first": seconds[0], "seconds": seconds[1],
+                   "sentences_per_s": len(sources) / seconds[1],
+                   "trained": bool(_RUN_DIR.value)})
+  return rows
+
+
+def markdown(results: dict) -> str:
+  """The results as Markdown tables."""
+  out = [f"Machine: {results['machine']}", ""]
+  if "ops" in results:
+    out += ["### Per-site op, forward + backward + statistics update", "",
+            "| config | site | shape | mechanism | ms | vs dropout |", "|---|---|---|---|---|---|"]
+    out += [f"| {r['config']} | {r['site']} | {'x'.join(map(str, r['shape']))} | "
+            f"{r['mechanism']} | {r['ms']:.2f} | {r['vs_dropout']:.2f}x |"
+            for r in results["ops"]]
+  if "train" in results:
+    out += ["", "### Train step", "", "| config | variant | step ms | target tokens/s | "
+            "vs dropout | planned memory MB | compilations |", "|---|---|---|---|---|---|---|"]
+    out += [f"| {r['config']} | {r['variant']} | {r['step_ms']:.0f} | "
+            f"{r['target_tokens_per_s']:.0f} | {r['vs_dropout']:.3f}x | "
+            f"{r['planned_memory_mb']:.0f} | {r['compilations']} |" for r in results["train"]]
+  if "loop" in results:
+    r = results["loop"]
+    out += ["", "### Training loop (tiny, dropout, Multi30K batches)", "",
+            f"- {r['steps']} steps: {r['seconds_with_input']:.1f} s with the input pipeline, "
+            f"{r['seconds_with_prebuilt_batches']:.1f} s replaying prebuilt batches: "
+            f"input wait share {100 * r['input_wait_share']:.1f}% (host batch building "
+            f"{r['host_batch_seconds']:.2f} s).",
+            f"- Compilations (one per batch shape; {r['batch_shapes_in_an_epoch']} shapes "
+            f"exist) after steps {r['compilations_by_step']}.",
+            "- Implicit device-to-host transfers inside the step loop: 0 (run under "
+            "`jax.transfer_guard_device_to_host('disallow')`)."]
+  if "decode" in results:
+    out += ["", "### Decoding test_2016_flickr (tiny)", "",
+            "| search | KV cache | seconds | sentences/s | first pass (with compilation) s |",
+            "|---|---|---|---|---|"]
+    out += [f"| {'greedy' if r['beam'] == 1 else 'beam ' + str(r['beam'])} | "
+            f"{'yes' if r['kv_cache'] else 'no'} | {r['seconds']:.1f} | "
+            f"{r['sentences_per_s']:.1f} | {r['seconds_first']:.1f} |"
+            for r in results["decode"]]
+  return "\n".join(out) + "\n"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  unknown = set(_SECTIONS.value) - {"ops", "train", "loop", "decode"}
+  if unknown or set(_CONFIGS.value) - set(CONFIGS):
+    raise app.UsageError(f"unknown sections or configs: {unknown or _CONFIGS.value}")
+  if {"loop", "decode"} & set(_SECTIONS.value) and not _DATA_DIR.value:
+    raise app.UsageError("the loop and decode sections need --data_dir (or HOMEOJAX_MULTI30K)")
+  results: dict[str, Any] = {
+      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                 f"{jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}",
+      "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv)}
+  sections = {"ops": lambda: bench_ops(_ROUNDS.value), "train": lambda: bench_train(_ROUNDS.value),
+              "loop": bench_loop, "decode": bench_decode}
+  for name in _SECTIONS.value:
+    start = time.time()
+    results[name] = sections[name]()
+    print(f"{name}: {time.time() - start:.0f} s", flush=True)
+  Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)
+  Path(_OUT.value + ".json").write_text(json.dumps(results, indent=1) + "\n")
+  table = markdown(results)
+  Path(_OUT.value + ".md").write_text(table)
+  print(table)
+
+
+if __name__ == "__main__":
+  app.run(main)
