@@ -93,7 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.decode.beam_size = 5  # Beam size for eval.py; 1 is greedy.
   c.decode.eval_beam_size = 1  # Beam size for validation BLEU during training.
   c.decode.length_penalty = 0.6  # GNMT length-penalty exponent alpha.
-  c.decode.tokens_per_batch = 4096  # Source tokens per decoding batch (before beams).
+  c.decode.tokens_per_batch = 1024  # Source tokens per decoding batch (rows x beam).
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.fsdp = False  # Shard parameters and optimizer state over devices (else replicate).

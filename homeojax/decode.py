@@ -152,9 +152,11 @@ def translate(model: nn.Module, variables: dict, src_BxS: Array, *, beam: int = 
       logits, updates = model.apply({**variables, "cache": cache}, encoded, src_BxS, tokens,
                                     decode=True, mutable=["cache"], method=model.decode)
       return _outputs_only(logits[:, -1]), updates["cache"]
-    cache = model.apply(variables, encoded, src_BxS, jnp.zeros((rows, 1), jnp.int32),
-                        decode=True, cache_len=max_len, mutable=["cache"],
-                        method=model.decode)[1]["cache"]
+    dummy = jnp.zeros((rows, max_len), jnp.int32)
+    shapes = jax.eval_shape(lambda: model.apply(
+        variables, encoded, src_BxS, dummy, decode=True, mutable=["cache"],
+        method=model.decode)[1]["cache"])
+    cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
   else:
     def step_fn(tokens, cache):
       prefix, i = cache

@@ -86,37 +86,25 @@ def sinusoidal_positions(positions: Array, d_model: int) -> Array:
 class Attention(nn.Module):
   """Multi-head attention with `attn_weights` and `attn_output` sites.
 
-  `valid_BxQxK` marks allowed (query, key) pairs. With `decode=True`, self-attention is
-  causal over a cache of `cache_len` keys and values, one query at a time; cross-attention
-  (`cross=True`) projects the encoder states once, when the cache is created, and reuses
-  them at every step.
+  `valid_BxQxK` marks allowed (query, key) pairs. With `decode=True` it is causal
+  self-attention over a cache of keys and values, one query at a time.
   """
   cfg: TransformerConfig
   sites: Sites
-  cross: bool = False
 
   @nn.compact
   def __call__(self, x_BxQxD: Array, kv_BxKxD: Array, valid_BxQxK: Array | None,
-               query_valid_BxQ: Array, *, train: bool, decode: bool = False,
-               cache_len: int | None = None) -> Array:
+               query_valid_BxQ: Array, *, train: bool, decode: bool = False) -> Array:
     cfg = self.cfg
     head_dim = cfg.d_model // cfg.heads
     dense = lambda name: nn.DenseGeneral((cfg.heads, head_dim), name=name)
     q_BxQxHxd = dense("query")(x_BxQxD)
-    initialized = self.has_variable("cache", "cached_key")
-    if decode and self.cross and initialized:
-      k_BxKxHxd = self.get_variable("cache", "cached_key")
-      v_BxKxHxd = self.get_variable("cache", "cached_value")
-    else:
-      k_BxKxHxd = dense("key")(kv_BxKxD)
-      v_BxKxHxd = dense("value")(kv_BxKxD)
-    if decode and self.cross and not initialized:
-      self.put_variable("cache", "cached_key", k_BxKxHxd)
-      self.put_variable("cache", "cached_value", v_BxKxHxd)
-    elif decode and not self.cross:
-      shape = (k_BxKxHxd.shape[0], cache_len or k_BxKxHxd.shape[1]) + k_BxKxHxd.shape[2:]
-      key = self.variable("cache", "cached_key", jnp.zeros, shape, k_BxKxHxd.dtype)
-      value = self.variable("cache", "cached_value", jnp.zeros, shape, v_BxKxHxd.dtype)
+    k_BxKxHxd = dense("key")(kv_BxKxD)
+    v_BxKxHxd = dense("value")(kv_BxKxD)
+    if decode:
+      initialized = self.has_variable("cache", "cached_key")
+      key = self.variable("cache", "cached_key", jnp.zeros, k_BxKxHxd.shape, k_BxKxHxd.dtype)
+      value = self.variable("cache", "cached_value", jnp.zeros, v_BxKxHxd.shape, v_BxKxHxd.dtype)
       index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
       if initialized:
         i = index.value
@@ -214,23 +202,21 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, y_BxTxD: Array, valid_BxT: Array, encoded_BxSxD: Array,
-               src_valid_BxS: Array, *, train: bool, decode: bool,
-               cache_len: int | None = None) -> Array:
+               src_valid_BxS: Array, *, train: bool, decode: bool) -> Array:
     cfg, sites = self.cfg, self.cfg.decoder_sites
     t = y_BxTxD.shape[1]
     causal_BxTxT = (jnp.tril(jnp.ones((t, t), bool))[None] & valid_BxT[:, None, :])
     cross_BxTxS = jnp.broadcast_to(src_valid_BxS[:, None, :],
                                    valid_BxT.shape + src_valid_BxS.shape[-1:])
     self_attend = Attention(cfg, sites, name="self_attention")
-    cross_attend = Attention(cfg, sites, cross=True, name="cross_attention")
+    cross_attend = Attention(cfg, sites, name="cross_attention")
     ffn = FeedForward(cfg, sites, name="ffn")
     y_BxTxD = Residual(cfg, sites, name="self_attention_block")(
         y_BxTxD, lambda z: self_attend(z, z, causal_BxTxT, valid_BxT, train=train,
-                                       decode=decode, cache_len=cache_len),
-        valid_BxT, train=train)
+                                       decode=decode), valid_BxT, train=train)
     y_BxTxD = Residual(cfg, sites, name="cross_attention_block")(
         y_BxTxD, lambda z: cross_attend(z, encoded_BxSxD, cross_BxTxS, valid_BxT,
-                                        train=train, decode=decode), valid_BxT, train=train)
+                                        train=train), valid_BxT, train=train)
     return Residual(cfg, sites, name="ffn_block")(
         y_BxTxD, lambda z: ffn(z, valid_BxT, train=train), valid_BxT, train=train)
 
@@ -263,19 +249,13 @@ class Transformer(nn.Module):
     return self.encoder_norm(x) if self.cfg.pre_ln else x
 
   def decode(self, encoded_BxSxD: Array, src_BxS: Array, tgt_in_BxT: Array, *,
-             train: bool = False, decode: bool = False,
-             cache_len: int | None = None) -> Array:
-    """Next-token logits `[B, T, V]`; with `decode=True`, one step over the cache.
-
-    The first `decode=True` call (with `mutable=["cache"]` and no cache yet) creates the
-    cache for `cache_len` output tokens; its logits are not meaningful.
-    """
+             train: bool = False, decode: bool = False) -> Array:
+    """Next-token logits `[B, T, V]`; with `decode=True`, one step over the cache."""
     # While decoding, every fed token counts (finished rows are discarded later).
     valid_BxT = jnp.ones_like(tgt_in_BxT, bool) if decode else tgt_in_BxT != PAD_ID
     y = self.decoder_embedder(tgt_in_BxT, train=train, decode=decode)
     for layer in self.decoder_layers:
-      y = layer(y, valid_BxT, encoded_BxSxD, src_BxS != PAD_ID, train=train, decode=decode,
-                cache_len=cache_len)
+      y = layer(y, valid_BxT, encoded_BxSxD, src_BxS != PAD_ID, train=train, decode=decode)
     if self.cfg.pre_ln:
       y = self.decoder_norm(y)
     logits = self.target_embed.attend(y) if self.cfg.share_embeddings else self.output(y)

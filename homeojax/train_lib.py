@@ -10,6 +10,7 @@ sees the same data as an uninterrupted one.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import os
@@ -256,6 +257,26 @@ def init_state(model: Transformer, optimizer: optax.GradientTransformation, seed
                  out_shardings=shardings)(), shardings
 
 
+def compile_train_steps(train_step: Callable, state: TrainState, shardings: Any,
+                        batcher: Batcher, mesh: Mesh) -> dict[tuple[int, int], Callable]:
+  """`train_step` compiled, before training, for each batch shape `batcher` makes.
+
+  Keyed by the `[batch, length]` shape of a batch; shapes compile in parallel threads, so
+  training never stops to compile.
+  """
+  batch_sharding = NamedSharding(mesh, P("data"))
+  jitted = jax.jit(train_step, in_shardings=(shardings, batch_sharding),
+                   out_shardings=(shardings, None), donate_argnums=0)
+  specs = {}
+  for length, members in batcher.buckets.items():
+    batch = batcher.make_batch(length, members[:1])
+    specs[batch["src"].shape] = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding), batch)
+  with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    compiled = pool.map(lambda spec: jitted.lower(state, spec).compile(), specs.values())
+    return dict(zip(specs, compiled))
+
+
 def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
                        progress: bool = True) -> dict:
   """Trains (resuming from the latest checkpoint in `workdir`) and returns final metrics."""
@@ -295,10 +316,9 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
   if start == 0:
     print(f"{len(train_ids[0])} training pairs ({batcher.dropped} longer than "
           f"{c.data.max_len} tokens dropped), {len(batcher)} batches per epoch")
-  batch_sharding = NamedSharding(mesh, P("data"))
-  train_step = jax.jit(make_train_step(model, optimizer, c.optim.label_smoothing, c.seed),
-                       in_shardings=(shardings, batch_sharding),
-                       out_shardings=(shardings, None), donate_argnums=0)
+  train_steps = compile_train_steps(
+      make_train_step(model, optimizer, c.optim.label_smoothing, c.seed), state, shardings,
+      batcher, mesh)
   eval_step = jax.jit(make_eval_step(model, c.optim.label_smoothing))
   summarize = jax.jit(diagnostics.summarize)
 
@@ -330,7 +350,8 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
   batches = batcher.train_batches(start)
   for step in range(start + 1, c.num_train_steps + 1):
     batch = next(batches)
-    state, stats = train_step(state, sharding.shard_batch(batch, mesh))
+    with jax.transfer_guard_device_to_host("disallow"):  # No hidden host syncs per step.
+      state, stats = train_steps[batch["src"].shape](state, sharding.shard_batch(batch, mesh))
     pending.append(stats)
     save = step % c.checkpoint_every == 0 or step == c.num_train_steps
     if save or step % c.log_every == 0:
