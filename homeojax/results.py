@@ -1,0 +1,274 @@
+"""Tables and plots from training runs: BLEU mean ± std per variant, memorization against
+generalization, significance against a baseline, and the homeostasis at work.
+
+  python -m homeojax.results results/grid/* --out_dir=docs/results \
+      --data_dir=../shared/data/multi30k --doc=docs/results.md
+
+A run directory is a training work dir (`metrics.jsonl`, `eval/step_N/*.json`) or a
+results folder from `homeojax.grid` (`metrics.jsonl`, `run.json`, `SPLIT.beamB.json`).
+Runs that differ only in their seed form one group. With `--doc`, the text between
+`<!-- report:begin -->` and `<!-- report:end -->` in that file is replaced by the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+
+BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
+# BLEU reported by the paper (on a 0-1 scale), per variant.
+PAPER_BLEU = {"classic": 0.2768, "dropout": 0.3007, "rfb_kwta_dropout": 0.3062}
+TRAIN_LOSS_WINDOW = 5  # Logged losses averaged for "train loss at the end".
+
+
+@dataclasses.dataclass
+class Run:
+  """One run's logs and evaluations."""
+  path: Path
+  group: str
+  seed: int
+  metrics: list[dict]
+  evals: dict[str, dict]  # split -> eval.py report (the latest step's, largest beam).
+  hyps: dict[str, list[str]]
+  info: dict  # run.json of homeojax.grid, if any.
+
+  def val_curve(self) -> list[tuple[int, float]]:
+    return [(r["step"], r["eval_bleu_tok"]) for r in self.metrics if "eval_bleu_tok" in r]
+
+  def final_train_loss(self) -> float:
+    losses = [r["loss"] for r in self.metrics if "loss" in r]
+    return float(np.mean(losses[-TRAIN_LOSS_WINDOW:]))
+
+  def final(self, key: str) -> float | None:
+    values = [r[key] for r in self.metrics if key in r]
+    return values[-1] if values else None
+
+
+def _eval_files(path: Path) -> list[Path]:
+  files = list(path.glob("*.beam*.json"))
+  steps = sorted(path.glob("eval/step_*"), key=lambda p: int(p.name.split("_")[1]))
+  return files + (list(steps[-1].glob("*.beam*.json")) if steps else [])
+
+
+def load_run(path: str | Path) -> Run:
+  """Reads a run directory; ValueError naming it if it holds no `metrics.jsonl`."""
+  path = Path(path)
+  if not (path / "metrics.jsonl").is_file():
+    raise ValueError(f"{str(path)!r} has no metrics.jsonl: not a run directory")
+  metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()
+             if line.strip()]
+  info = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
+  evals, hyps = {}, {}
+  for file in sorted(_eval_files(path), key=lambda f: json.loads(f.read_text())["beam"]):
+    report = json.loads(file.read_text())
+    evals[report["data"]] = report
+    hyp_file = file.with_name(file.name.replace(".json", ".hyp.txt"))
+    if hyp_file.is_file():
+      hyps[report["data"]] = hyp_file.read_text().splitlines()
+  name = info.get("name") or path.name
+  seed = info.get("seed", next((e["seed"] for e in evals.values()), 0))
+  group = re.sub(r"-seed\d+$", "", name)
+  return Run(path, group, int(seed), metrics, evals, hyps, info)
+
+
+def mean_std(values: Sequence[float | None], scale: float = 1.0) -> str:
+  values = [v * scale for v in values if v is not None]
+  if not values:
+    return "–"
+  if len(values) == 1:
+    return f"{values[0]:.2f}"
+  return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def groups_of(runs: Sequence[Run]) -> dict[str, list[Run]]:
+  out: dict[str, list[Run]] = {}
+  for run in sorted(runs, key=lambda r: (r.group, r.seed)):
+    out.setdefault(run.group, []).append(run)
+  return out
+
+
+def bleu_table(groups: dict[str, list[Run]], split: str) -> str:
+  """BLEU (both conventions), losses and wall time, mean ± std over seeds."""
+  lines = [f"| variant | seeds | val BLEU tok. (greedy) | {split} BLEU tok. | {split} "
+           "sacreBLEU | paper | train loss (end) | val loss | train min |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for group, runs in groups.items():
+    variant = group.split("-")[0]
+    paper = f"{100 * PAPER_BLEU[variant]:.2f}" if variant in PAPER_BLEU and group == variant \
+        else "–"
+    tests = [r.evals.get(split) for r in runs]
+    minutes = [r.info["train_seconds"] / 60 if "train_seconds" in r.info else None
+               for r in runs]
+    lines.append(
+        f"| {group} | {len(runs)} | {mean_std([r.final('eval_bleu_tok') for r in runs])} | "
+        f"{mean_std([t.get('bleu_tok') if t else None for t in tests])} | "
+        f"{mean_std([t['sacrebleu']['score'] if t and 'sacrebleu' in t else None for t in tests])} | "
+        f"{paper} | {mean_std([r.final_train_loss() for r in runs])} | "
+        f"{mean_std([r.final('eval_loss') for r in runs])} | {mean_std(minutes)} |")
+  return "\n".join(lines)
+
+
+def references(data_dir: str, split: str, lang: str = "de") -> list[str]:
+  from homeojax.data import multi30k  # pylint: disable=import-outside-toplevel
+  path = multi30k.local_file(data_dir, "raw", split, lang)
+  if path is None:
+    raise FileNotFoundError(f"no {split}.{lang} references under {data_dir!r}")
+  return multi30k.read_lines(path)
+
+
+def significance_table(groups: dict[str, list[Run]], baseline: str, split: str,
+                       refs: list[str] | None, samples: int = 1000) -> str:
+  """Per variant: BLEU difference to the baseline with sacreBLEU's paired bootstrap (per
+  seed pair, same seed) and a paired t-test over seeds."""
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  from sacrebleu.metrics import BLEU  # pylint: disable=import-outside-toplevel
+  from sacrebleu.significance import PairedTest  # pylint: disable=import-outside-toplevel
+  base = {r.seed: r for r in groups.get(baseline, []) if split in r.evals}
+  lines = [f"| variant | Δ sacreBLEU vs {baseline} (mean over seeds) | paired bootstrap p "
+           "per seed | paired t-test over seeds |", "|---|---|---|---|"]
+  for group, runs in groups.items():
+    pairs = [(base[r.seed], r) for r in runs if r.seed in base and split in r.evals]
+    if group == baseline or not pairs:
+      continue
+    deltas = [r.evals[split]["sacrebleu"]["score"] - b.evals[split]["sacrebleu"]["score"]
+              for b, r in pairs]
+    p_boot = []
+    for b, r in pairs:
+      if refs is None or split not in b.hyps or split not in r.hyps:
+        continue
+      test = PairedTest([(baseline, b.hyps[split]), (group, r.hyps[split])],
+                        {"BLEU": BLEU()}, [refs], test_type="bs", n_samples=samples)
+      p_boot.append(f"{test()[1]['BLEU'][1].p_value:.3f} (seed {r.seed})")
+    if len(pairs) > 1:
+      t_test = stats.ttest_rel([r.evals[split]["sacrebleu"]["score"] for _, r in pairs],
+                               [b.evals[split]["sacrebleu"]["score"] for b, _ in pairs])
+      t_text = f"t={t_test.statistic:.2f}, p={t_test.pvalue:.3f} (n={len(pairs)})"
+    else:
+      t_text = "needs ≥ 2 seeds"
+    lines.append(f"| {group} | {statistics.mean(deltas):+.2f} | "
+                 f"{', '.join(p_boot) or '–'} | {t_text} |")
+  return "\n".join(lines)
+
+
+def plot_all(groups: dict[str, list[Run]], out_dir: Path) -> list[str]:
+  """Writes the PNG plots; returns their file names."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  out_dir.mkdir(parents=True, exist_ok=True)
+  written = []
+
+  def save(fig, name):
+    fig.tight_layout()
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    written.append(name)
+
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for group, runs in groups.items():
+    curves = [dict(r.val_curve()) for r in runs]
+    steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    if steps:
+      values = np.array([[c[s] for s in steps] for c in curves])
+      ax.plot(steps, values.mean(0), marker="o", label=f"{group} (n={len(runs)})")
+      if len(runs) > 1:
+        ax.fill_between(steps, values.min(0), values.max(0), alpha=0.15)
+  ax.set(xlabel="step", ylabel="validation BLEU (tokenized, greedy)",
+         title="Validation BLEU during training (band: min–max over seeds)")
+  ax.legend(fontsize=7)
+  save(fig, "val_bleu.png")
+
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for group, runs in groups.items():
+    series = []
+    for r in runs:
+      points = [(m["step"], np.mean([v for k, v in m.items() if k.endswith("entropy_ratio")]))
+                for m in r.metrics if any(k.endswith("entropy_ratio") for k in m)]
+      series.append(dict(points))
+    if series and series[0]:
+      steps = sorted(series[0])
+      ax.plot(steps, [np.mean([s.get(t, np.nan) for s in series]) for t in steps],
+              label=group)
+  ax.set(xlabel="step", ylabel="mean duty-cycle entropy ratio", ylim=(0, 1.02),
+         title="Homeostasis: duty-cycle entropy / max entropy, mean over sites")
+  ax.legend(fontsize=7)
+  save(fig, "entropy_ratio.png")
+
+  compared = [g for g in ("kwta", "rfb_kwta_dropout") if g in groups]
+  paths = [p for p in next((r.evals[s]["homeostasis"] for g in compared for r in groups[g]
+                            for s in r.evals), {}) if "block_output" in p]
+  if compared and paths:
+    fig, axes = plt.subplots(len(paths) // 4 + bool(len(paths) % 4), 4,
+                             figsize=(13, 2 * (len(paths) // 4 + 1)), squeeze=False)
+    for ax, path in zip(axes.flat, paths):
+      site = path.rsplit("/", 1)[0]
+      for group in compared:
+        run = groups[group][0]
+        report = next(iter(run.evals.values()))["homeostasis"]
+        match = next((v for k, v in report.items() if k.rsplit("/", 1)[0] == site), None)
+        if match:
+          hist = match["histogram"]
+          ax.stairs(hist["counts"], hist["edges"], label=group)
+      ax.set_title(site.replace("_block/block_output", "").replace("_layers", ""), fontsize=7)
+      ax.tick_params(labelsize=6)
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle("Duty-cycle histograms per block-output site (end of training)", fontsize=9)
+    save(fig, "duty_histograms.png")
+
+  fig, ax = plt.subplots(figsize=(7, 4))
+  names = list(groups)
+  train = [np.mean([r.final_train_loss() for r in groups[g]]) for g in names]
+  val = [np.mean([r.final("eval_loss") or np.nan for r in groups[g]]) for g in names]
+  x = np.arange(len(names))
+  ax.bar(x - 0.2, train, 0.4, label="train loss (end)")
+  ax.bar(x + 0.2, val, 0.4, label="validation loss")
+  ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
+  ax.set(ylabel="loss (label-smoothed cross-entropy)", title="Train–validation gap")
+  ax.legend(fontsize=7)
+  save(fig, "train_test_gap.png")
+  return written
+
+
+_OUT_DIR = flags.DEFINE_string("out_dir", "report", "Where the tables (report.md) and PNGs go.")
+_SPLIT = flags.DEFINE_string("split", "test_2016_flickr", "Split of the final table.")
+_BASELINE = flags.DEFINE_string("baseline", "dropout", "Group the others are compared with.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Local Multi30K copy, for the references "
+                                "of the paired bootstrap (skipped without it).")
+_DOC = flags.DEFINE_string("doc", None, "Markdown file whose report section is replaced.")
+
+
+def main(argv):
+  if len(argv) < 2:
+    raise app.UsageError("give one or more run directories")
+  runs = [load_run(p) for p in argv[1:]]
+  groups = groups_of(runs)
+  out_dir = Path(_OUT_DIR.value)
+  refs = references(_DATA_DIR.value, _SPLIT.value) if _DATA_DIR.value else None
+  plots = plot_all(groups, out_dir)
+  rel = Path(os.path.relpath(out_dir, Path(_DOC.value).parent) if _DOC.value else out_dir)
+  text = "\n".join([
+      f"Runs: {len(runs)} in {len(groups)} groups.", "",
+      bleu_table(groups, _SPLIT.value), "",
+      significance_table(groups, _BASELINE.value, _SPLIT.value, refs), "",
+      *[f"![{p}]({rel / p})" for p in plots]]) + "\n"
+  (out_dir / "report.md").write_text(text)
+  if _DOC.value:
+    doc = Path(_DOC.value).read_text()
+    if BEGIN not in doc or END not in doc:
+      raise ValueError(f"{_DOC.value!r} has no {BEGIN} ... {END} section")
+    head, rest = doc.split(BEGIN, 1)
+    Path(_DOC.value).write_text(f"{head}{BEGIN}\n{text}{END}{rest.split(END, 1)[1]}")
+  print(text)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,87 @@
+"""homeojax.results on fabricated run directories: exact table values, plots, the doc."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, fake_pairs
+from homeojax import results as report
+
+SITES = [f"{stack}_layers_{i}/ffn_block/block_output/{{mech}}_0"
+         for stack in ("encoder", "decoder") for i in range(2)]
+
+
+def make_run(root, variant, seed, test_bleu, val_bleu, losses, hyps):
+  """A results folder like homeojax.grid writes."""
+  path = root / f"{variant}-seed{seed}"
+  path.mkdir(parents=True)
+  records = [{"step": 100 * (i + 1), "loss": loss} for i, loss in enumerate(losses)]
+  records[-1].update({"eval_bleu": val_bleu, "eval_bleu_tok": val_bleu, "eval_loss": 2.0})
+  mech = "rfb_kwta" if variant.startswith("rfb") else "kwta"
+  if variant != "dropout":
+    for r in records:
+      r.update({f"homeostasis/{s.format(mech=mech)}/entropy_ratio": 0.9 for s in SITES})
+  (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  homeostasis = {} if variant == "dropout" else {
+      s.format(mech=mech): {"entropy_ratio": 0.9, "histogram": {
+          "counts": [1, 2, 3, 4], "edges": [0, 0.25, 0.5, 0.75, 1.0]}} for s in SITES}
+  (path / "test_2016_flickr.beam5.json").write_text(json.dumps({
+      "data": "test_2016_flickr", "beam": 5, "seed": seed, "variant": variant,
+      "bleu_tok": test_bleu, "sacrebleu": {"score": test_bleu - 1}, "homeostasis": homeostasis}))
+  (path / "test_2016_flickr.beam5.hyp.txt").write_text("".join(h + "\n" for h in hyps))
+  (path / "run.json").write_text(json.dumps({"name": path.name, "variant": variant,
+                                             "seed": seed, "train_seconds": 600 * (seed + 1)}))
+  return path
+
+
+@pytest.fixture
+def runs(tmp_path):
+  refs = [p[1] for p in fake_pairs(30, 2)]  # The fake corpus's test_2016_flickr targets.
+  worse = [" ".join(r.split()[:2]) for r in refs]
+  paths = [make_run(tmp_path, "dropout", s, 30 + s, 29 + s, [3.0, 2.0], refs)
+           for s in (0, 1)]
+  paths += [make_run(tmp_path, v, s, 20 + 2 * s, 19, [2.0, 1.0], worse)
+            for v in ("kwta", "rfb_kwta_dropout") for s in (0, 1)]
+  return paths
+
+
+def test_tables_hold_exact_means_stds_and_tests(runs, fake_multi30k):
+  groups = report.groups_of([report.load_run(p) for p in runs])
+  assert list(groups) == ["dropout", "kwta", "rfb_kwta_dropout"]
+  table = report.bleu_table(groups, "test_2016_flickr")
+  # dropout: test tok. BLEU 30, 31 -> 30.50 ± 0.71; sacre 29, 30; paper 30.07; train loss
+  # is the mean of the last logged losses, 2.50; train minutes 10 and 20.
+  assert ("| dropout | 2 | 29.50 ± 0.71 | 30.50 ± 0.71 | 29.50 ± 0.71 | 30.07 | 2.50 ± 0.00 | "
+          "2.00 ± 0.00 | 15.00 ± 7.07 |") in table
+  assert "| kwta | 2 | 19.00 ± 0.00 | 21.00 ± 1.41 | 20.00 ± 1.41 | – | 1.50 ± 0.00 |" in table
+  refs = report.references(str(fake_multi30k), "test_2016_flickr")
+  sig = report.significance_table(groups, "dropout", "test_2016_flickr", refs, samples=200)
+  row = next(l for l in sig.splitlines() if l.startswith("| kwta |"))
+  assert "| -9.50 |" in row and "(seed 0)" in row and "(seed 1)" in row
+  assert "p=" in row and "(n=2)" in row
+  boot = [float(x.split()[0]) for x in row.split("|")[3].split(",")]
+  assert all(p < 0.05 for p in boot)  # Truncated outputs are significantly worse.
+
+
+def test_cli_writes_plots_and_rewrites_the_doc_reproducibly(runs, fake_multi30k, tmp_path):
+  doc = tmp_path / "results.md"
+  doc.write_text(f"# Results\n\nIntro.\n\n{report.BEGIN}\nold\n{report.END}\n\nConclusion.\n")
+  command = [sys.executable, "-m", "homeojax.results", *map(str, runs),
+             f"--out_dir={tmp_path / 'plots'}", f"--data_dir={fake_multi30k}", f"--doc={doc}"]
+  subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+  first = doc.read_text()
+  assert first.startswith("# Results\n\nIntro.") and first.endswith("Conclusion.\n")
+  assert "old" not in first and "| dropout | 2 |" in first
+  for png in ("val_bleu.png", "entropy_ratio.png", "duty_histograms.png",
+              "train_test_gap.png"):
+    assert (tmp_path / "plots" / png).stat().st_size > 1000
+    assert f"(plots/{png})" in first
+  subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+  assert doc.read_text() == first
+
+
+def test_rejects_a_directory_without_metrics(tmp_path):
+  with pytest.raises(ValueError, match="has no metrics.jsonl"):
+    report.load_run(tmp_path)
