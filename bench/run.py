@@ -10,6 +10,7 @@ so that a noisy machine slows all of them alike. Times are medians over rounds.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -35,11 +36,13 @@ from homeojax.model import Transformer  # noqa: E402
 
 _SECTIONS = flags.DEFINE_list("sections", ["ops", "train", "loop", "decode"], "What to run.")
 _CONFIGS = flags.DEFINE_list("configs", ["tiny", "base"], "Configs for ops and train.")
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved measurement rounds.")
+_ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved measurement rounds.")
 _DATA_DIR = flags.DEFINE_string("data_dir", os.environ.get("HOMEOJAX_MULTI30K", ""),
                                 "Local Multi30K copy (loop and decode sections).")
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Trained run to decode with (else an "
                                "untrained tiny model, which decodes to the length limit).")
+_NO_CACHE_SENTENCES = flags.DEFINE_integer("no_cache_sentences", 40, "Sentences decoded "
+                                           "without the KV cache (the first ones).")
 _WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/homeojax_bench", "Scratch (data, vocab).")
 _OUT = flags.DEFINE_string("out", str(ROOT / "bench" / "results"), "Output path prefix "
                            "(.json and .md are written).")
@@ -69,14 +72,23 @@ STEP_VARIANTS = {
 SEQ_LEN = 32  # Length of the synthetic batches (Multi30K's common bucket).
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-  """Median seconds of each (already compiled) function, measured round-robin."""
+def interleaved(fns: dict[str, Callable[[], Any]], rounds: int,
+                min_seconds: float = 1.0) -> dict[str, float]:
+  """Median seconds per call of each (compiled, warm) function, measured round-robin;
+  each round times enough calls to last about `min_seconds`."""
+  calls = {}
+  for name, fn in fns.items():
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    calls[name] = max(1, math.ceil(min_seconds / (time.perf_counter() - start)))
   times: dict[str, list[float]] = {name: [] for name in fns}
   for _ in range(rounds):
     for name, fn in fns.items():
       start = time.perf_counter()
-      jax.block_until_ready(fn())
-      times[name].append(time.perf_counter() - start)
+      for _ in range(calls[name]):
+        out = fn()
+      jax.block_until_ready(out)
+      times[name].append((time.perf_counter() - start) / calls[name])
   return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -172,7 +184,7 @@ def bench_train(rounds: int) -> list[dict]:
   return rows
 
 
-def bench_loop(steps: int = 120) -> dict:
+def bench_loop(steps: int = 40) -> dict:
   """The real training loop's input pipeline on Multi30K (tiny, dropout): the share of
   time spent waiting for batches, compilations (all before the first step, one per batch
   shape) and implicit device-to-host transfers in the step loop (the guard would raise)."""
@@ -210,11 +222,15 @@ def bench_loop(steps: int = 120) -> dict:
     return time.perf_counter() - start, host
 
   fresh = batcher.train_batches(0)
-  prebuilt = iter([sharding.shard_batch(b, mesh) for b, _ in
-                   zip(batcher.train_batches(0), range(steps))])
+  prebuilt = [sharding.shard_batch(b, mesh) for b, _ in
+              zip(batcher.train_batches(0), range(steps))]
   timed(lambda: sharding.shard_batch(next(batcher.train_batches(0)), mesh))  # Warm-up.
-  with_input, host = timed(lambda: sharding.shard_batch(next(fresh), mesh))
-  without_input, _ = timed(lambda: next(prebuilt))
+  with_input = without_input = host = 0.0
+  for _ in range(3):  # Alternated, so that drifts of the machine hit both alike.
+    seconds, host_seconds = timed(lambda: sharding.shard_batch(next(fresh), mesh))
+    with_input, host = with_input + seconds, host + host_seconds
+    replay = iter(prebuilt)
+    without_input += timed(lambda: next(replay))[0]
   return {"steps": steps, "batch_shapes": len(train_steps),
           "compilations_before_training": compiled_before,
           "compile_seconds_before_training": compile_seconds,
@@ -244,16 +260,18 @@ def bench_decode() -> list[dict]:
   rows = []
   for beam in (1, 5):
     for use_cache in (True, False):
+      # Without the cache every step re-runs the decoder on the whole prefix: a subset.
+      subset = sources if use_cache else sources[:_NO_CACHE_SENTENCES.value]
       seconds = []
       for _ in range(2):  # The first pass includes compilation.
         start = time.perf_counter()
-        decode.translate_split(model, variables, sources, sp, beam=beam, alpha=0.6,
+        decode.translate_split(model, variables, subset, sp, beam=beam, alpha=0.6,
                                tokens_per_batch=c.decode.tokens_per_batch, mesh=mesh,
                                use_cache=use_cache)
         seconds.append(time.perf_counter() - start)
-      rows.append({"beam": beam, "kv_cache": use_cache, "sentences": len(sources),
+      rows.append({"beam": beam, "kv_cache": use_cache, "sentences": len(subset),
                    "seconds_first": seconds[0], "seconds": seconds[1],
-                   "sentences_per_s": len(sources) / seconds[1],
+                   "sentences_per_s": len(subset) / seconds[1],
                    "trained": bool(_RUN_DIR.value)})
   return rows
 
@@ -276,22 +294,22 @@ def markdown(results: dict) -> str:
   if "loop" in results:
     r = results["loop"]
     out += ["", "### Training loop (tiny, dropout, Multi30K batches)", "",
-            f"- {r['steps']} steps: {r['seconds_with_input']:.1f} s with the input pipeline, "
+            f"- {3 * r['steps']} steps: {r['seconds_with_input']:.1f} s with the input pipeline, "
             f"{r['seconds_with_prebuilt_batches']:.1f} s replaying prebuilt batches: "
             f"input wait share {100 * r['input_wait_share']:.1f}% (host batch building "
             f"{r['host_batch_seconds']:.2f} s).",
             f"- Compilations: {r['compilations_before_training']} before the first step "
             f"({r['batch_shapes']} batch shapes, {r['compile_seconds_before_training']:.0f} s "
             f"on {os.cpu_count()} threads), {r['compilations_during_steps']} during "
-            f"{3 * r['steps']} steps.",
+            f"{7 * r['steps']} steps.",
             "- Implicit device-to-host transfers inside the step loop: 0 (run under "
             "`jax.transfer_guard_device_to_host('disallow')`)."]
   if "decode" in results:
     out += ["", "### Decoding test_2016_flickr (tiny)", "",
-            "| search | KV cache | seconds | sentences/s | first pass (with compilation) s |",
-            "|---|---|---|---|---|"]
+            "| search | KV cache | sentences | seconds | sentences/s | first pass (with "
+            "compilation) s |", "|---|---|---|---|---|---|"]
     out += [f"| {'greedy' if r['beam'] == 1 else 'beam ' + str(r['beam'])} | "
-            f"{'yes' if r['kv_cache'] else 'no'} | {r['seconds']:.1f} | "
+            f"{'yes' if r['kv_cache'] else 'no'} | {r['sentences']} | {r['seconds']:.1f} | "
             f"{r['sentences_per_s']:.1f} | {r['seconds_first']:.1f} |"
             for r in results["decode"]]
   return "\n".join(out) + "\n"

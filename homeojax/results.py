@@ -7,7 +7,7 @@ generalization, significance against a baseline, and the homeostasis at work.
 A run directory is a training work dir (`metrics.jsonl`, `eval/step_N/*.json`) or a
 results folder from `homeojax.grid` (`metrics.jsonl`, `run.json`, `SPLIT.beamB.json`).
 Runs that differ only in their seed form one group. With `--doc`, the text between
-`<!-- report:begin -->` and `<!-- report:end -->` in that file is replaced by the report.
+`<!-- report:SECTION -->` and `<!-- /report:SECTION -->` in that file is replaced.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
+BEGIN, END = "<!-- report:{} -->", "<!-- /report:{} -->"  # Around a section of --doc.
 # BLEU reported by the paper (on a 0-1 scale), per variant.
 PAPER_BLEU = {"classic": 0.2768, "dropout": 0.3007, "rfb_kwta_dropout": 0.3062}
 TRAIN_LOSS_WINDOW = 5  # Logged losses averaged for "train loss at the end".
@@ -156,7 +156,7 @@ def significance_table(groups: dict[str, list[Run]], baseline: str, split: str,
       t_text = "needs ≥ 2 seeds"
     lines.append(f"| {group} | {statistics.mean(deltas):+.2f} | "
                  f"{', '.join(p_boot) or '–'} | {t_text} |")
-  return "\n".join(lines)
+  return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def plot_all(groups: dict[str, list[Run]], out_dir: Path) -> list[str]:
@@ -244,6 +244,7 @@ _BASELINE = flags.DEFINE_string("baseline", "dropout", "Group the others are com
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Local Multi30K copy, for the references "
                                 "of the paired bootstrap (skipped without it).")
 _DOC = flags.DEFINE_string("doc", None, "Markdown file whose report section is replaced.")
+_SECTION = flags.DEFINE_string("section", "grid", "Name of that section.")
 
 
 def main(argv):
@@ -258,15 +259,17 @@ def main(argv):
   text = "\n".join([
       f"Runs: {len(runs)} in {len(groups)} groups.", "",
       bleu_table(groups, _SPLIT.value), "",
-      significance_table(groups, _BASELINE.value, _SPLIT.value, refs), "",
+      significance_table(groups, _BASELINE.value, _SPLIT.value, refs) or
+      f"(No run of a group named {_BASELINE.value!r} shares a seed with another group.)", "",
       *[f"![{p}]({rel / p})" for p in plots]]) + "\n"
   (out_dir / "report.md").write_text(text)
   if _DOC.value:
+    begin, end = BEGIN.format(_SECTION.value), END.format(_SECTION.value)
     doc = Path(_DOC.value).read_text()
-    if BEGIN not in doc or END not in doc:
-      raise ValueError(f"{_DOC.value!r} has no {BEGIN} ... {END} section")
-    head, rest = doc.split(BEGIN, 1)
-    Path(_DOC.value).write_text(f"{head}{BEGIN}\n{text}{END}{rest.split(END, 1)[1]}")
+    if begin not in doc or end not in doc:
+      raise ValueError(f"{_DOC.value!r} has no {begin} ... {end} section")
+    head, rest = doc.split(begin, 1)
+    Path(_DOC.value).write_text(f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}")
   print(text)
 
 

@@ -67,7 +67,8 @@ def test_tables_hold_exact_means_stds_and_tests(runs, fake_multi30k):
 
 def test_cli_writes_plots_and_rewrites_the_doc_reproducibly(runs, fake_multi30k, tmp_path):
   doc = tmp_path / "results.md"
-  doc.write_text(f"# Results\n\nIntro.\n\n{report.BEGIN}\nold\n{report.END}\n\nConclusion.\n")
+  begin, end = report.BEGIN.format("grid"), report.END.format("grid")
+  doc.write_text(f"# Results\n\nIntro.\n\n{begin}\nold\n{end}\n\nConclusion.\n")
   command = [sys.executable, "-m", "homeojax.results", *map(str, runs),
              f"--out_dir={tmp_path / 'plots'}", f"--data_dir={fake_multi30k}", f"--doc={doc}"]
   subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
