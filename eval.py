@@ -24,6 +24,8 @@ _REFERENCE_TOK = flags.DEFINE_string("reference_tok_file", None, "Lowercased, to
 _BEAM = flags.DEFINE_integer("beam", None, "Beam size (1 is greedy); default from the config.")
 _ALPHA = flags.DEFINE_float("alpha", None, "Length-penalty exponent; default from the config.")
 _LOCAL_DIR = flags.DEFINE_string("data_dir", None, "Local Multi30K copy (overrides the run's).")
+_TOKENS = flags.DEFINE_integer("tokens_per_batch", None, "Source tokens per decoding batch; "
+                               "default from the config (raise it on a GPU).")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Where to write hypotheses and the report.")
 flags.mark_flag_as_required("workdir")
 
@@ -34,7 +36,7 @@ def main(argv):
       _WORKDIR.value, checkpoint=_CHECKPOINT.value, split=_SPLIT.value,
       source_file=_SOURCE.value, reference_file=_REFERENCE.value,
       reference_tok_file=_REFERENCE_TOK.value, beam=_BEAM.value, alpha=_ALPHA.value,
-      local_dir=_LOCAL_DIR.value, output_dir=_OUTPUT.value)
+      local_dir=_LOCAL_DIR.value, output_dir=_OUTPUT.value, tokens_per_batch=_TOKENS.value)
   print(json.dumps({k: v for k, v in report.items() if k != "homeostasis"}, indent=1))
 
 

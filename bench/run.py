@@ -36,13 +36,16 @@ from homeojax.model import Transformer  # noqa: E402
 
 _SECTIONS = flags.DEFINE_list("sections", ["ops", "train", "loop", "decode"], "What to run.")
 _CONFIGS = flags.DEFINE_list("configs", ["tiny", "base"], "Configs for ops and train.")
-_ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved measurement rounds.")
+_ROUNDS = flags.DEFINE_integer("rounds", 9, "Interleaved measurement rounds.")
 _DATA_DIR = flags.DEFINE_string("data_dir", os.environ.get("HOMEOJAX_MULTI30K", ""),
                                 "Local Multi30K copy (loop and decode sections).")
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Trained run to decode with (else an "
                                "untrained tiny model, which decodes to the length limit).")
 _NO_CACHE_SENTENCES = flags.DEFINE_integer("no_cache_sentences", 40, "Sentences decoded "
                                            "without the KV cache (the first ones).")
+_DECODE_TOKENS = flags.DEFINE_integer(
+    "decode_tokens_per_batch", config_lib.base_config().decode.tokens_per_batch,
+    "Source tokens per decoding batch.")
 _WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/homeojax_bench", "Scratch (data, vocab).")
 _OUT = flags.DEFINE_string("out", str(ROOT / "bench" / "results"), "Output path prefix "
                            "(.json and .md are written).")
@@ -74,16 +77,18 @@ SEQ_LEN = 32  # Length of the synthetic batches (Multi30K's common bucket).
 
 def interleaved(fns: dict[str, Callable[[], Any]], rounds: int,
                 min_seconds: float = 1.0) -> dict[str, float]:
-  """Median seconds per call of each (compiled, warm) function, measured round-robin;
-  each round times enough calls to last about `min_seconds`."""
+  """Median seconds per call of each (compiled, warm) function, measured in rounds (each
+  in a new order); a round times enough calls to last about `min_seconds`."""
   calls = {}
   for name, fn in fns.items():
     start = time.perf_counter()
     jax.block_until_ready(fn())
     calls[name] = max(1, math.ceil(min_seconds / (time.perf_counter() - start)))
   times: dict[str, list[float]] = {name: [] for name in fns}
+  order = np.random.default_rng(0)
   for _ in range(rounds):
-    for name, fn in fns.items():
+    for name in order.permutation(list(fns)):  # A new order each round.
+      fn = fns[name]
       start = time.perf_counter()
       for _ in range(calls[name]):
         out = fn()
@@ -173,7 +178,7 @@ def bench_train(rounds: int) -> list[dict]:
 
       jax.block_until_ready(run())
       fns[label], steps[label] = run, step
-    times = interleaved(fns, rounds)
+    times = interleaved(fns, rounds, min_seconds=2.0)
     tokens = CONFIGS[config_name]().data.tokens_per_batch
     for label, seconds in times.items():
       rows.append({"config": config_name, "variant": label, "step_ms": seconds * 1e3,
@@ -266,10 +271,11 @@ def bench_decode() -> list[dict]:
       for _ in range(2):  # The first pass includes compilation.
         start = time.perf_counter()
         decode.translate_split(model, variables, subset, sp, beam=beam, alpha=0.6,
-                               tokens_per_batch=c.decode.tokens_per_batch, mesh=mesh,
+                               tokens_per_batch=_DECODE_TOKENS.value, mesh=mesh,
                                use_cache=use_cache)
         seconds.append(time.perf_counter() - start)
       rows.append({"beam": beam, "kv_cache": use_cache, "sentences": len(subset),
+                   "tokens_per_batch": _DECODE_TOKENS.value,
                    "seconds_first": seconds[0], "seconds": seconds[1],
                    "sentences_per_s": len(subset) / seconds[1],
                    "trained": bool(_RUN_DIR.value)})
@@ -305,7 +311,8 @@ def markdown(results: dict) -> str:
             "- Implicit device-to-host transfers inside the step loop: 0 (run under "
             "`jax.transfer_guard_device_to_host('disallow')`)."]
   if "decode" in results:
-    out += ["", "### Decoding test_2016_flickr (tiny)", "",
+    out += ["", f"### Decoding test_2016_flickr (tiny, batches of "
+            f"{results['decode'][0]['tokens_per_batch']} source tokens)", "",
             "| search | KV cache | sentences | seconds | sentences/s | first pass (with "
             "compilation) s |", "|---|---|---|---|---|---|"]
     out += [f"| {'greedy' if r['beam'] == 1 else 'beam ' + str(r['beam'])} | "

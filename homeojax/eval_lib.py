@@ -79,7 +79,8 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
              source_file: str | None = None, reference_file: str | None = None,
              reference_tok_file: str | None = None, beam: int | None = None,
              alpha: float | None = None, local_dir: str | None = None,
-             output_dir: str | None = None) -> dict[str, Any]:
+             output_dir: str | None = None,
+             tokens_per_batch: int | None = None) -> dict[str, Any]:
   """Decodes and scores; writes hypotheses and a JSON report; returns the report."""
   workdir = Path(workdir)
   if (split is None) == (source_file is None):
@@ -91,6 +92,8 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
       raise FileNotFoundError(f"file {path!r} does not exist")
   if beam is not None and beam < 1:
     raise ValueError(f"beam={beam} must be >= 1")
+  if tokens_per_batch is not None and tokens_per_batch < 1:
+    raise ValueError(f"tokens_per_batch={tokens_per_batch} must be >= 1")
   run = load_run(workdir, checkpoint)
   c, step = run.config, run.step
   beam = beam or c.decode.beam_size
@@ -114,7 +117,8 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
   start = time.time()
   hyps = decode_lib.translate_split(
       run.model, run.variables, tokenizer.encode(run.sp, texts["source"]), run.sp,
-      beam=beam, alpha=alpha, tokens_per_batch=c.decode.tokens_per_batch, mesh=run.mesh)
+      beam=beam, alpha=alpha, tokens_per_batch=tokens_per_batch or c.decode.tokens_per_batch,
+      mesh=run.mesh)
   seconds = time.time() - start
 
   out_dir = Path(output_dir) if output_dir else workdir / "eval" / f"step_{step}"

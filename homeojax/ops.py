@@ -217,19 +217,22 @@ def smart_inhibition(x: Array, duty: Array, key: Array, sparsity: float, *, beta
   check_choice("sampling", sampling, SAMPLING)
   n = x.shape[-1]
   k = num_winners(n, sparsity)
+  per_vector_valid = valid is None or jnp.shape(valid)[-1] == 1
   valid = _valid_mask(valid, x.shape)
   target = k / n if target is None else target
-  w = jnp.broadcast_to(boost_factors(duty, target, beta, b_max), x.shape)
-  if sampling == "bernoulli":
-    if valid is None:
-      n_valid, w_sum = n, jnp.sum(w, axis=-1, keepdims=True)
-    else:
-      n_valid = jnp.sum(valid, axis=-1, keepdims=True)
-      w_sum = jnp.sum(jnp.where(valid, w, 0.0), axis=-1, keepdims=True)
+  w = boost_factors(duty, target, beta, b_max)
+  if sampling == "bernoulli" and per_vector_valid:
+    # Every valid vector sees all n features: one keep probability per feature.
+    w_sum = jnp.sum(w, axis=-1, keepdims=True)
+    keep = jnp.minimum(1.0, (1.0 - sparsity) * n * w / jnp.maximum(w_sum, 1e-30))
+    mask = jax.random.uniform(key, x.shape) < keep
+  elif sampling == "bernoulli":  # Features masked per vector: n and sum(w) per vector.
+    n_valid = jnp.sum(valid, axis=-1, keepdims=True)
+    w_sum = jnp.sum(jnp.where(valid, w, 0.0), axis=-1, keepdims=True)
     keep = jnp.minimum(1.0, (1.0 - sparsity) * n_valid * w / jnp.maximum(w_sum, 1e-30))
     mask = jax.random.uniform(key, x.shape) < keep
   else:
-    logits = jnp.log(w) + jax.random.gumbel(key, x.shape)
+    logits = jnp.log(jnp.broadcast_to(w, x.shape)) + jax.random.gumbel(key, x.shape)
     k_vec = k if valid is None else winners_per_vector(valid, sparsity)
     mask = logits >= threshold(logits, k_vec, "exact", valid, k_max=k)
   if valid is not None:
