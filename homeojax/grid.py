@@ -26,19 +26,6 @@ from absl import app, flags
 
 from homeojax import config as config_lib
 
-_CONFIG = flags.DEFINE_string("config", None, "Experiment config file (no variant suffix).")
-_VARIANTS = flags.DEFINE_list("variants", None, f"Variants, from {tuple(config_lib.VARIANTS)}.")
-_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds.")
-_SETS = flags.DEFINE_multi_string("set", [], "FIELD=VALUE config override for every run.")
-_SWEEP = flags.DEFINE_multi_string("sweep", [], "FIELD=V1,V2,...: one run per value; "
-                                   "several --sweep flags are crossed.")
-_RUNS_DIR = flags.DEFINE_string("runs_dir", None, "Where the training work dirs go.")
-_RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where each run's outputs are copied.")
-_SPLIT = flags.DEFINE_string("split", "validation", "Split eval.py decodes at the end.")
-_BEAM = flags.DEFINE_integer("beam", 5, "Beam size of the final evaluation.")
-_COMMIT = flags.DEFINE_bool("commit", False, "git-commit each finished run's results folder.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the runs and their state; run nothing.")
-flags.mark_flags_as_required(["config", "variants", "runs_dir", "results_dir"])
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent
 COPIED = ("metrics.jsonl", "train.log", "eval.log")
@@ -160,5 +147,18 @@ def main(argv):
              f"({_CONFIG.value}, {_SPLIT.value}, beam {_BEAM.value})")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # Flags only for the command line: the module stays importable.
+  _CONFIG = flags.DEFINE_string("config", None, "Experiment config file (no variant suffix).")
+  _VARIANTS = flags.DEFINE_list("variants", None, f"Variants, from {tuple(config_lib.VARIANTS)}.")
+  _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds.")
+  _SETS = flags.DEFINE_multi_string("set", [], "FIELD=VALUE config override for every run.")
+  _SWEEP = flags.DEFINE_multi_string("sweep", [], "FIELD=V1,V2,...: one run per value; "
+                                     "several --sweep flags are crossed.")
+  _RUNS_DIR = flags.DEFINE_string("runs_dir", None, "Where the training work dirs go.")
+  _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where each run's outputs are copied.")
+  _SPLIT = flags.DEFINE_string("split", "validation", "Split eval.py decodes at the end.")
+  _BEAM = flags.DEFINE_integer("beam", 5, "Beam size of the final evaluation.")
+  _COMMIT = flags.DEFINE_bool("commit", False, "git-commit each finished run's results folder.")
+  _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the runs and their state; run nothing.")
+  flags.mark_flags_as_required(["config", "variants", "runs_dir", "results_dir"])
   app.run(main)

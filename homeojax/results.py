@@ -238,15 +238,6 @@ def plot_all(groups: dict[str, list[Run]], out_dir: Path) -> list[str]:
   return written
 
 
-_OUT_DIR = flags.DEFINE_string("out_dir", "report", "Where the tables (report.md) and PNGs go.")
-_SPLIT = flags.DEFINE_string("split", "test_2016_flickr", "Split of the final table.")
-_BASELINE = flags.DEFINE_string("baseline", "dropout", "Group the others are compared with.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Local Multi30K copy, for the references "
-                                "of the paired bootstrap (skipped without it).")
-_DOC = flags.DEFINE_string("doc", None, "Markdown file whose report section is replaced.")
-_SECTION = flags.DEFINE_string("section", "grid", "Name of that section.")
-
-
 def main(argv):
   if len(argv) < 2:
     raise app.UsageError("give one or more run directories")
@@ -273,5 +264,12 @@ def main(argv):
   print(text)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # Flags only for the command line: the module stays importable.
+  _OUT_DIR = flags.DEFINE_string("out_dir", "report", "Where the tables (report.md) and PNGs go.")
+  _SPLIT = flags.DEFINE_string("split", "test_2016_flickr", "Split of the final table.")
+  _BASELINE = flags.DEFINE_string("baseline", "dropout", "Group the others are compared with.")
+  _DATA_DIR = flags.DEFINE_string("data_dir", None, "Local Multi30K copy, for the references "
+                                  "of the paired bootstrap (skipped without it).")
+  _DOC = flags.DEFINE_string("doc", None, "Markdown file whose report section is replaced.")
+  _SECTION = flags.DEFINE_string("section", "grid", "Name of that section.")
   app.run(main)
