@@ -344,43 +344,46 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
             "eval_bleu_tok": metrics.tokenized_bleu(hyps, texts["target_tok"][:n],
                                                     c.data.target_lang)}
 
-  pending, last_log, tokens_since = [], time.time(), 0
+  pending, window, last_log, tokens_since = [], [], time.time(), 0
   bar = metrics.Progress(start, c.num_train_steps, enabled=progress and main_process)
   record: dict = {}
   batches = batcher.train_batches(start)
-  for step in range(start + 1, c.num_train_steps + 1):
-    batch = next(batches)
-    with jax.transfer_guard_device_to_host("disallow"):  # No hidden host syncs per step.
-      state, stats = train_steps[batch["src"].shape](state, sharding.shard_batch(batch, mesh))
-    pending.append(stats)
-    save = step % c.checkpoint_every == 0 or step == c.num_train_steps
-    if save or step % c.log_every == 0:
-      fetched = jax.device_get(pending)
-      pending = []
-      check_finite_steps(fetched, step - len(fetched) + 1, state, workdir / "checkpoints")
-    if step % c.log_every == 0 or step == c.num_train_steps:
-      tokens_since += sum(int(s["tokens"]) for s in fetched)
-      now = time.time()
-      record = {"step": step, "loss": float(np.mean([s["loss"] for s in fetched])),
-                "accuracy": float(np.mean([s["accuracy"] for s in fetched])),
-                "grad_norm": float(np.mean([s["grad_norm"] for s in fetched])),
-                "tokens_per_sec": tokens_since / (now - last_log)}
-      record.update(metrics.flatten_diagnostics(summarize(state.homeostasis)))
-      last_log, tokens_since = now, 0
-      bar.update(step, record)
-      if step % c.eval_every == 0 or step == c.num_train_steps:
-        record.update(evaluate(state))
-        bar.write(f"step {step}: eval loss {record['eval_loss']:.3f}, "
-                  f"BLEU {record['eval_bleu']:.2f} (tokenized {record['eval_bleu_tok']:.2f})")
-      writer.write(record)
-    if save:
-      if (bad := first_nonfinite(state.params)) is not None:
-        raise FloatingPointError(f"non-finite parameter {bad} after step {step}; the last "
-                                 f"good checkpoint is kept in {workdir / 'checkpoints'}")
-      checkpoints.save(state, {**meta, "step": step},
-                       bleu=record.get("eval_bleu") if record.get("step") == step else None)
+  try:
+    for step in range(start + 1, c.num_train_steps + 1):
+      batch = next(batches)
+      with jax.transfer_guard_device_to_host("disallow"):  # No hidden host syncs per step.
+        state, stats = train_steps[batch["src"].shape](state, sharding.shard_batch(batch, mesh))
+      pending.append(stats)
+      save = step % c.checkpoint_every == 0 or step == c.num_train_steps
+      if save or step % c.log_every == 0:
+        fetched = jax.device_get(pending)
+        check_finite_steps(fetched, step - len(fetched) + 1, state, workdir / "checkpoints")
+        window, pending = window + fetched, []
+      if step % c.log_every == 0 or step == c.num_train_steps:
+        fetched, window = window, []
+        tokens_since += sum(int(s["tokens"]) for s in fetched)
+        now = time.time()
+        record = {"step": step, "loss": float(np.mean([s["loss"] for s in fetched])),
+                  "accuracy": float(np.mean([s["accuracy"] for s in fetched])),
+                  "grad_norm": float(np.mean([s["grad_norm"] for s in fetched])),
+                  "tokens_per_sec": tokens_since / (now - last_log)}
+        record.update(metrics.flatten_diagnostics(summarize(state.homeostasis)))
+        last_log, tokens_since = now, 0
+        bar.update(step, record)
+        if step % c.eval_every == 0 or step == c.num_train_steps:
+          record.update(evaluate(state))
+          bar.write(f"step {step}: eval loss {record['eval_loss']:.3f}, "
+                    f"BLEU {record['eval_bleu']:.2f} (tokenized {record['eval_bleu_tok']:.2f})")
+        writer.write(record)
+      if save:
+        if (bad := first_nonfinite(state.params)) is not None:
+          raise FloatingPointError(f"non-finite parameter {bad} after step {step}; the last "
+                                   f"good checkpoint is kept in {workdir / 'checkpoints'}")
+        checkpoints.save(state, {**meta, "step": step},
+                         bleu=record.get("eval_bleu") if record.get("step") == step else None)
+  finally:  # Saves in flight complete, also when training stops on an error.
+    checkpoints.wait()
   bar.close()
-  checkpoints.wait()
   writer.close()
   return record
 
