@@ -80,8 +80,9 @@ def load_run(path: str | Path) -> Run:
   return Run(path, group, int(seed), metrics, evals, hyps, info)
 
 
-def mean_std(values: Sequence[float | None], scale: float = 1.0) -> str:
-  values = [v * scale for v in values if v is not None]
+def mean_std(values: Sequence[float | None]) -> str:
+  """`mean ± std` of the known values (`–` if none)."""
+  values = [v for v in values if v is not None]
   if not values:
     return "–"
   if len(values) == 1:
