@@ -41,4 +41,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.define_multihost_flags()
   cli.run(main)

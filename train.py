@@ -9,7 +9,7 @@ field can be overridden: --config.regularizer.sparsity=0.5, --config.num_train_s
 
 import json
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from homeojax import cli, train_lib
@@ -28,4 +28,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.define_multihost_flags()
   cli.run(main)

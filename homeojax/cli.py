@@ -1,4 +1,4 @@
-"""Flags and start-up shared by train.py and eval.py: logging, multi-host set-up, errors."""
+"""Start-up shared by the command-line tools: one-line errors, logging, multi-host set-up."""
 
 import os
 import sys
@@ -8,11 +8,14 @@ from absl import app, flags, logging
 
 from homeojax import sharding
 
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None,
-    "Multi-host: host:port of process 0 (auto-detected on TPU pods and clusters).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+
+
+def define_multihost_flags() -> None:
+  """Defines --coordinator_address, --num_processes and --process_id (for `start`)."""
+  flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0 "
+                      "(auto-detected on TPU pods and clusters).")
+  flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+  flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 
 
 def start(argv: list[str]) -> None:
@@ -20,7 +23,8 @@ def start(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO.
-  sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  f = flags.FLAGS
+  sharding.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
 
 
 # Errors caused by the user's input, the disk or a diverging run: one line, no traceback.
@@ -42,9 +46,14 @@ def _parse_flags(argv: list[str]) -> list[str]:
       lines = [lines[0], lines[-1]]
     _fail(f"{' '.join(lines)} (see --helpshort)")
   except (AttributeError, KeyError) as e:  # A --config.FIELD override names no field.
-    while e.args and isinstance(e.args[0], Exception):
-      e = e.args[0]
-    _fail(f"unknown config field {e.args[0] if e.args else e} (see --helpshort)")
+    _fail(f"{unknown_field(e)} (see --helpshort)")
+
+
+def unknown_field(e: AttributeError | KeyError) -> str:
+  """The message of a `--config.FIELD` override that names no field."""
+  while e.args and isinstance(e.args[0], Exception):
+    e = e.args[0]
+  return f"unknown config field {e.args[0] if e.args else e}"
 
 
 def run(main: Callable[[list[str]], None]) -> None:

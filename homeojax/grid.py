@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 from absl import app, flags
+from ml_collections import config_flags
 
+from homeojax import cli
 from homeojax import config as config_lib
 
 
@@ -66,6 +68,23 @@ def plan(variants: list[str], seeds: list[str], sweep: list[str]) -> list[Run]:
           for seed in seeds for variant in variants for cell in itertools.product(*axes)]
 
 
+def check_configs(runs: list[Run], config: str, sets: list[tuple[str, str]]) -> None:
+  """Builds and validates every run's config as train.py would, before anything runs."""
+  for run in runs:
+    argv = ["train.py", f"--config={config}:{run.variant}", f"--config.seed={run.seed}",
+            *[f"--config.{k}={v}" for k, v in (*sets, *run.overrides)]]
+    parsed = flags.FlagValues()
+    try:
+      config_flags.DEFINE_config_file("config", None, flag_values=parsed, lock_config=True,
+                                      sys_argv=argv)
+      parsed(argv)
+      config_lib.validate(parsed.config)
+    except (AttributeError, KeyError) as e:
+      raise ValueError(f"run {run.name}: {cli.unknown_field(e)}") from None
+    except (flags.Error, ValueError) as e:
+      raise ValueError(f"run {run.name}: {e}") from None
+
+
 def _git_commit() -> str:
   result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SOURCE_DIR, capture_output=True,
                           text=True)
@@ -80,7 +99,7 @@ def _run_logged(command: list[str], log: Path) -> float:
     f.flush()
     code = subprocess.call(command, cwd=SOURCE_DIR, stdout=f, stderr=subprocess.STDOUT)
   if code:
-    raise RuntimeError(f"{' '.join(command)} exited with {code}; see {log}")
+    raise ChildProcessError(f"{' '.join(command)} exited with {code}; see {log}")
   return time.time() - start
 
 
@@ -133,6 +152,7 @@ def main(argv):
   config = str(Path(_CONFIG.value).resolve())
   if not Path(config).is_file():
     raise FileNotFoundError(f"config file {_CONFIG.value!r} does not exist")
+  check_configs(runs, config, sets)
   runs_dir, results_dir = Path(_RUNS_DIR.value).resolve(), Path(_RESULTS_DIR.value).resolve()
   for i, run in enumerate(runs):
     done = (results_dir / run.name / "run.json").exists()
@@ -161,4 +181,4 @@ if __name__ == "__main__":  # Flags only for the command line: the module stays 
   _COMMIT = flags.DEFINE_bool("commit", False, "git-commit each finished run's results folder.")
   _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the runs and their state; run nothing.")
   flags.mark_flags_as_required(["config", "variants", "runs_dir", "results_dir"])
-  app.run(main)
+  cli.run(main)

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from homeojax import cli
+
 BEGIN, END = "<!-- report:{} -->", "<!-- /report:{} -->"  # Around a section of --doc.
 # BLEU reported by the paper (on a 0-1 scale), per variant.
 PAPER_BLEU = {"classic": 0.2768, "dropout": 0.3007, "rfb_kwta_dropout": 0.3062}
@@ -201,8 +203,11 @@ def plot_all(groups: dict[str, list[Run]], out_dir: Path) -> list[str]:
               label=group)
   ax.set(xlabel="step", ylabel="mean duty-cycle entropy ratio", ylim=(0, 1.02),
          title="Homeostasis: duty-cycle entropy / max entropy, mean over sites")
-  ax.legend(fontsize=7)
-  save(fig, "entropy_ratio.png")
+  if ax.lines:
+    ax.legend(fontsize=7)
+    save(fig, "entropy_ratio.png")
+  else:  # No run has homeostatic sites.
+    plt.close(fig)
 
   compared = [g for g in ("kwta", "rfb_kwta_dropout") if g in groups]
   paths = [p for p in next((r.evals[s]["homeostasis"] for g in compared for r in groups[g]
@@ -244,16 +249,20 @@ def main(argv):
     raise app.UsageError("give one or more run directories")
   runs = [load_run(p) for p in argv[1:]]
   groups = groups_of(runs)
+  baseline = _BASELINE.value
+  if baseline and baseline not in groups:
+    raise ValueError(f"--baseline={baseline!r} is not among the runs' groups {list(groups)}; "
+                     "give one of them, or --baseline= for no comparison")
   out_dir = Path(_OUT_DIR.value)
   refs = references(_DATA_DIR.value, _SPLIT.value) if _DATA_DIR.value else None
   plots = plot_all(groups, out_dir)
   rel = Path(os.path.relpath(out_dir, Path(_DOC.value).parent) if _DOC.value else out_dir)
-  text = "\n".join([
-      f"Runs: {len(runs)} in {len(groups)} groups.", "",
-      bleu_table(groups, _SPLIT.value), "",
-      significance_table(groups, _BASELINE.value, _SPLIT.value, refs) or
-      f"(No run of a group named {_BASELINE.value!r} shares a seed with another group.)", "",
-      *[f"![{p}]({rel / p})" for p in plots]]) + "\n"
+  parts = [f"Runs: {len(runs)} in {len(groups)} groups.", bleu_table(groups, _SPLIT.value)]
+  if baseline:
+    parts.append(significance_table(groups, baseline, _SPLIT.value, refs) or
+                 f"(No run shares a seed with a {baseline!r} run.)")
+  parts.append("\n".join(f"![{p}]({rel / p})" for p in plots))
+  text = "\n\n".join(parts) + "\n"
   (out_dir / "report.md").write_text(text)
   if _DOC.value:
     begin, end = BEGIN.format(_SECTION.value), END.format(_SECTION.value)
@@ -268,9 +277,10 @@ def main(argv):
 if __name__ == "__main__":  # Flags only for the command line: the module stays importable.
   _OUT_DIR = flags.DEFINE_string("out_dir", "report", "Where the tables (report.md) and PNGs go.")
   _SPLIT = flags.DEFINE_string("split", "test_2016_flickr", "Split of the final table.")
-  _BASELINE = flags.DEFINE_string("baseline", "dropout", "Group the others are compared with.")
+  _BASELINE = flags.DEFINE_string("baseline", "dropout", "Group the others are compared "
+                                  "with; empty for no comparison.")
   _DATA_DIR = flags.DEFINE_string("data_dir", None, "Local Multi30K copy, for the references "
                                   "of the paired bootstrap (skipped without it).")
   _DOC = flags.DEFINE_string("doc", None, "Markdown file whose report section is replaced.")
   _SECTION = flags.DEFINE_string("section", "grid", "Name of that section.")
-  app.run(main)
+  cli.run(main)

@@ -86,3 +86,11 @@ def test_cli_writes_plots_and_rewrites_the_doc_reproducibly(runs, fake_multi30k,
 def test_rejects_a_directory_without_metrics(tmp_path):
   with pytest.raises(ValueError, match="has no metrics.jsonl"):
     report.load_run(tmp_path)
+
+
+def test_empty_baseline_leaves_out_the_comparison(runs, tmp_path):
+  command = [sys.executable, "-m", "homeojax.results", *map(str, runs),
+             f"--out_dir={tmp_path / 'plots'}", "--baseline="]
+  out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+  assert "| kwta | 2 |" in out
+  assert "Δ sacreBLEU" not in out and "shares a seed" not in out
