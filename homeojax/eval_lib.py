@@ -70,9 +70,9 @@ def load_run(workdir: str | Path, checkpoint: str = "latest") -> Run:
   model = Transformer(model_cfg)
   optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
   abstract = train_lib.abstract_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
-  state, _ = train_lib.restore(manager, abstract, step)
-  return Run(c, step, model, {"params": state.params, HOMEOSTASIS: state.homeostasis},
-             tokenizer.load(vocab_path), mesh)
+  variables = train_lib.restore_fields(
+      manager, step, {"params": abstract.params, HOMEOSTASIS: abstract.homeostasis})
+  return Run(c, step, model, variables, tokenizer.load(vocab_path), mesh)
 
 
 def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | None = None,

@@ -195,6 +195,15 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
   return restored["state"], restored["meta"]
 
 
+def restore_fields(manager: ocp.CheckpointManager, step: int, abstract_fields: dict) -> dict:
+  """Restores only the named fields of a saved state, e.g. `params` and `homeostasis` for
+  evaluation, without reading the optimizer state."""
+  restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding),
+                              abstract_fields)
+  return manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      abstract_fields, restore_args=restore_args, partial_restore=True)))["state"]
+
+
 def restore_latest_good(manager: ocp.CheckpointManager,
                         abstract_state: Any) -> tuple[TrainState, dict]:
   """Restores the newest readable checkpoint.

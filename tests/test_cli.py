@@ -3,7 +3,11 @@
 import json
 import shutil
 
+import jax
+import numpy as np
+
 from conftest import TINY, run
+from homeojax import eval_lib, train_lib
 
 
 def test_train_writes_checkpoints_metrics_and_resumes(trained_run):
@@ -36,6 +40,23 @@ def test_eval_decodes_a_split_and_files(trained_run, fake_multi30k, tmp_path):
   out = run("eval.py", f"--workdir={workdir}", "--checkpoint=best", f"--source_file={src}",
             "--beam=1", f"--output_dir={tmp_path}")
   assert json.loads(out.stdout)["sentences"] == 2
+
+
+def test_load_run_restores_exactly_the_trained_params_and_homeostasis(trained_run):
+  workdir, _, _ = trained_run
+  loaded = eval_lib.load_run(workdir)
+  assert loaded.step == 4 and set(loaded.variables) == {"params", "homeostasis"}
+  c = loaded.config
+  optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
+  abstract = train_lib.abstract_state(loaded.model, optimizer, c.seed, loaded.mesh, False)
+  full, _ = train_lib.restore(eval_lib.checkpoint_step(workdir, "latest")[0], abstract, 4)
+  assert jax.tree.leaves(full.opt_state)  # The checkpoint does hold the optimizer state.
+  for got, want in zip(jax.tree.leaves(loaded.variables),
+                       jax.tree.leaves({"homeostasis": full.homeostasis, "params": full.params})):
+    np.testing.assert_array_equal(got, want)
+  duty = [v for k, v in jax.tree_util.tree_leaves_with_path(loaded.variables["homeostasis"])
+          if "duty" in jax.tree_util.keystr(k)]
+  assert duty and any(np.ptp(np.asarray(d)) > 0 for d in duty)  # Trained, not the init.
 
 
 def test_checkpoints_move_between_device_counts(fake_multi30k, tmp_path):
