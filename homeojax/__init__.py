@@ -2,13 +2,13 @@
 
 from homeojax.diagnostics import report, summarize
 from homeojax.layers import (HOMEOSTASIS, KWTA, RFBKWTA, Dropout, Mechanism, Site,
-                             SmartInhibition, parse_chain)
+                             SmartInhibition, decay_beta, parse_chain)
 from homeojax.ops import (boost_factors, kwta, num_winners, rfb_kwta, smart_inhibition,
                           threshold, update_duty_cycle)
 
 __version__ = "0.1.0"
 __all__ = [
     "HOMEOSTASIS", "KWTA", "RFBKWTA", "Dropout", "Mechanism", "Site", "SmartInhibition",
-    "boost_factors", "kwta", "num_winners", "parse_chain", "report", "rfb_kwta",
+    "boost_factors", "decay_beta", "kwta", "num_winners", "parse_chain", "report", "rfb_kwta",
     "smart_inhibition", "summarize", "threshold", "update_duty_cycle",
 ]

@@ -67,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.regularizer.dropout = 0.1  # Dropout rate (and Smart Inhibition sparsity in variants).
   c.regularizer.sparsity = 0.3  # kWTA / RFB-kWTA sparsity s (share of features zeroed).
   c.regularizer.beta = 1.0  # Boost strength of RFB-kWTA and Smart Inhibition.
+  c.regularizer.beta_decay = 1.0  # Boost strength multiplied by this after every epoch.
   c.regularizer.method = "exact"  # kWTA threshold: exact or statistical.
   c.regularizer.period = 1000  # Duty-cycle averaging period, in steps.
 
@@ -121,6 +122,7 @@ def check_regularizer(r: ml_collections.ConfigDict) -> None:
   ops.num_winners(1, r.sparsity, "regularizer.sparsity")
   ops.check_range("regularizer.dropout", r.dropout, 0.0, 1.0, high_open=True)
   ops.check_range("regularizer.beta", r.beta, 0.0)
+  ops.check_range("regularizer.beta_decay", r.beta_decay, 0.0, 1.0, low_open=True)
   ops.check_range("regularizer.period", r.period, 1.0)
   ops.check_choice("regularizer.method", r.method, ops.METHODS)
 

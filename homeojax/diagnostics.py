@@ -56,6 +56,7 @@ def summarize(homeostasis: Mapping[str, Any]) -> dict[str, dict[str, Array]]:
     if "beta" in state:
       boost = ops.boost_factors(duty, target, state["beta"], state["b_max"])
       stats["boost_min"], stats["boost_max"] = jnp.min(boost), jnp.max(boost)
+      stats["beta"] = state["beta"]
     out[path] = stats
   return out
 

@@ -1,10 +1,11 @@
 """Linen modules that own the `"homeostasis"` state, and `Site`, a configured chain of them.
 
 State per mechanism, in the `"homeostasis"` collection: `duty` (EMA of each feature's
-activity, starting at `target = k / n`), `steps` (number of updates), and the constants
-`target` (and `beta`, `b_max` for the boosting mechanisms) that diagnostics read. The
-state changes only when `train=True` and the collection is mutable; `init`, evaluation
-and decoding read it frozen.
+activity, starting at `target = k / n`), `steps` (number of updates), the constant
+`target`, and for the boosting mechanisms `b_max` and `beta`, the boost strength in use:
+the module's `beta` at init, scaled by every `decay_beta` since. The duty cycle changes
+only when `train=True` and the collection is mutable; `init`, evaluation and decoding read
+the state frozen.
 """
 
 from __future__ import annotations
@@ -127,6 +128,18 @@ class Boosted(Homeostatic):
   def constants(self) -> dict[str, float]:
     return {"beta": self.beta, "b_max": self.b_max}
 
+  def current_beta(self) -> Array:
+    """The boost strength in use, from the state (after `duty_cycle` declared it)."""
+    return self.get_variable(HOMEOSTASIS, "beta")
+
+
+def decay_beta(homeostasis: Any, factor: float | Array) -> Any:
+  """The state with every boosting mechanism's `beta` multiplied by `factor` (the spec's
+  per-epoch `beta_decay`); everything else unchanged. Pure and jit-friendly."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, leaf: leaf * factor if getattr(path[-1], "key", None) == "beta" else leaf,
+      homeostasis)
+
 
 class RFBKWTA(Boosted):
   """Rare-features-boosting kWTA (`ops.rfb_kwta`); the same boost applies at eval."""
@@ -144,7 +157,7 @@ class RFBKWTA(Boosted):
   def __call__(self, x: Array, valid: Array | None = None, *, train: bool = False) -> Array:
     duty = self.duty_cycle(x)
     k, k_max = self.winners(x, valid)
-    y, mask = ops.rfb_kwta(x, duty, k, beta=self.beta, b_max=self.b_max,
+    y, mask = ops.rfb_kwta(x, duty, k, beta=self.current_beta(), b_max=self.b_max,
                            transmit=self.transmit, method=self.method, by=self.by,
                            valid=valid, k_max=k_max, target=self.target(x))
     self.record(mask, valid, train)
@@ -173,8 +186,8 @@ class SmartInhibition(Boosted):
       return x
     k, k_max = self.winners(x, valid)
     self.record(ops.kwta(x, k, method=self.method, valid=valid, k_max=k_max)[1], valid, train)
-    y, _ = ops.smart_inhibition(x, duty, self.make_rng(self.rng_collection),
-                                self.sparsity, beta=self.beta, sampling=self.sampling,
+    y, _ = ops.smart_inhibition(x, duty, self.make_rng(self.rng_collection), self.sparsity,
+                                beta=self.current_beta(), sampling=self.sampling,
                                 b_max=self.b_max, valid=valid, target=self.target(x))
     return y
 

@@ -36,7 +36,7 @@ from homeojax import diagnostics, metrics, sharding
 from homeojax.data import multi30k, tokenizer
 from homeojax.data.batching import Batcher
 from homeojax.data.tokenizer import PAD_ID
-from homeojax.layers import HOMEOSTASIS
+from homeojax.layers import HOMEOSTASIS, decay_beta
 from homeojax.model import Transformer
 
 Array = jax.Array
@@ -329,6 +329,8 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
       make_train_step(model, optimizer, c.optim.label_smoothing, c.seed), state, shardings,
       batcher, mesh)
   eval_step = jax.jit(make_eval_step(model, c.optim.label_smoothing))
+  end_epoch = jax.jit(lambda s: s.replace(homeostasis=decay_beta(
+      s.homeostasis, c.regularizer.beta_decay)), out_shardings=shardings, donate_argnums=0)
   summarize = jax.jit(diagnostics.summarize)
 
   split = c.data.eval_split
@@ -363,6 +365,8 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
       with jax.transfer_guard_device_to_host("disallow"):  # No hidden host syncs per step.
         state, stats = train_steps[batch["src"].shape](state, sharding.shard_batch(batch, mesh))
       pending.append(stats)
+      if c.regularizer.beta_decay != 1.0 and step % len(batcher) == 0:  # An epoch ended.
+        state = end_epoch(state)
       save = step % c.checkpoint_every == 0 or step == c.num_train_steps
       if save or step % c.log_every == 0:
         fetched = jax.device_get(pending)

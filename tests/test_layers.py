@@ -70,6 +70,26 @@ class SiteTest(chex.TestCase):
     np.testing.assert_allclose(site.apply(variables, x), expected)
 
   @chex.variants(with_jit=True, without_jit=True)
+  def test_decay_beta_scales_only_beta_and_the_layers_use_it(self):
+    site = hj.Site("kwta(sparsity=0.5), rfb_kwta(sparsity=0.5, beta=3.0), "
+                   "smart_inhibition(sparsity=0.5, beta=2.0)")
+    x = jax.random.normal(KEY, (2, 8))
+    variables = site.init(KEY, x)
+    state = variables[hj.HOMEOSTASIS]
+    duty = jnp.linspace(0.0, 1.0, 8)
+    state = {**state, "rfb_kwta_1": {**state["rfb_kwta_1"], "duty": duty}}
+    decayed = self.variant(hj.decay_beta)(state, 0.5)
+    self.assertEqual(float(decayed["rfb_kwta_1"]["beta"]), 1.5)
+    self.assertEqual(float(decayed["smart_inhibition_2"]["beta"]), 1.0)
+    for name in state:  # Nothing else changes, kwta (which has no beta) included.
+      for key in set(state[name]) - {"beta"}:
+        np.testing.assert_array_equal(decayed[name][key], state[name][key])
+    rfb = hj.Site("rfb_kwta(sparsity=0.5, beta=3.0)")  # Eval: the boost of beta 1.5.
+    y = rfb.apply({hj.HOMEOSTASIS: {"rfb_kwta_0": decayed["rfb_kwta_1"]}}, x)
+    np.testing.assert_allclose(y, hj.rfb_kwta(x, duty, 4, beta=1.5)[0])
+    self.assertFalse(np.allclose(y, hj.rfb_kwta(x, duty, 4, beta=3.0)[0]))
+
+  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(*CHAINS)
   def test_jit_and_eager_agree_with_fixed_keys(self, chain):
     site = hj.Site(chain)

@@ -1,6 +1,7 @@
 """Exact resume: kill -9 mid-run, re-run the same command, get the uninterrupted result."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,8 +14,11 @@ import orbax.checkpoint as ocp
 
 from conftest import ROOT, TINY
 
-ARGS = [a for a in TINY if not a.startswith("--config.num_train_steps")] + [
-    "--config.num_train_steps=24", "--config.checkpoint_every=4", "--config.eval_every=100"]
+# Larger batches and a decaying beta: the 24 steps cross epoch ends, before and after the kill.
+ARGS = [a for a in TINY if not a.startswith(("--config.num_train_steps",
+                                             "--config.data.tokens_per_batch"))] + [
+    "--config.num_train_steps=24", "--config.checkpoint_every=4", "--config.eval_every=100",
+    "--config.data.tokens_per_batch=2048", "--config.regularizer.beta_decay=0.5"]
 
 
 def final_state(workdir: Path) -> dict:
@@ -32,8 +36,10 @@ def command(workdir: Path, corpus: Path) -> list[str]:
 
 def test_kill_and_resume_is_bitwise_identical(fake_multi30k, tmp_path):
   env = {**os.environ, "HOMEOJAX_MULTI30K": ""}
-  subprocess.run(command(tmp_path / "straight", fake_multi30k), check=True, env=env,
-                 capture_output=True, timeout=600)
+  out = subprocess.run(command(tmp_path / "straight", fake_multi30k), check=True, env=env,
+                       capture_output=True, text=True, timeout=600).stdout
+  epoch = int(re.search(r"(\d+) batches per epoch", out).group(1))
+  assert 24 // epoch >= 2
   killed = tmp_path / "killed"
   proc = subprocess.Popen(command(killed, fake_multi30k), env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
@@ -52,6 +58,8 @@ def test_kill_and_resume_is_bitwise_identical(fake_multi30k, tmp_path):
   assert straight.keys() == again.keys() and int(again["['step']"]) == 24
   for key in straight:
     np.testing.assert_array_equal(again[key], straight[key], err_msg=key)
+  betas = [v for k, v in straight.items() if k.endswith("['beta']")]
+  assert betas and all(b == 0.5 ** (24 // epoch) for b in betas)  # beta 1, halved per epoch.
   steps = [int(l.split('"step": ')[1].split(",")[0])
            for l in (killed / "metrics.jsonl").read_text().splitlines()]
   assert steps == sorted(set(steps))  # No duplicated log records after the resume.
