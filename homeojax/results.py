@@ -253,6 +253,14 @@ def main(argv):
   if baseline and baseline not in groups:
     raise ValueError(f"--baseline={baseline!r} is not among the runs' groups {list(groups)}; "
                      "give one of them, or --baseline= for no comparison")
+  found = sorted({split for r in runs for split in r.evals})
+  if found and _SPLIT.value not in found:
+    raise ValueError(f"--split={_SPLIT.value!r}: no run has an evaluation of it (found: "
+                     f"{', '.join(found)})")
+  begin, end = BEGIN.format(_SECTION.value), END.format(_SECTION.value)
+  doc = Path(_DOC.value).read_text() if _DOC.value else None
+  if doc is not None and (begin not in doc or end not in doc):
+    raise ValueError(f"{_DOC.value!r} has no {begin} ... {end} section")
   out_dir = Path(_OUT_DIR.value)
   refs = references(_DATA_DIR.value, _SPLIT.value) if _DATA_DIR.value else None
   plots = plot_all(groups, out_dir)
@@ -264,11 +272,7 @@ def main(argv):
   parts.append("\n".join(f"![{p}]({rel / p})" for p in plots))
   text = "\n\n".join(parts) + "\n"
   (out_dir / "report.md").write_text(text)
-  if _DOC.value:
-    begin, end = BEGIN.format(_SECTION.value), END.format(_SECTION.value)
-    doc = Path(_DOC.value).read_text()
-    if begin not in doc or end not in doc:
-      raise ValueError(f"{_DOC.value!r} has no {begin} ... {end} section")
+  if doc is not None:
     head, rest = doc.split(begin, 1)
     Path(_DOC.value).write_text(f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}")
   print(text)
