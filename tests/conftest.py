@@ -41,6 +41,16 @@ def write_corpus(root: Path, sizes: dict[str, int]) -> Path:
   return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+  """One persistent XLA cache for every subprocess: each program compiles once per session."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("jax_cache")))
+    patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    patch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    yield
+
+
 @pytest.fixture(scope="session")
 def fake_multi30k(tmp_path_factory) -> Path:
   return write_corpus(tmp_path_factory.mktemp("multi30k"),
