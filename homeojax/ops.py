@@ -193,9 +193,13 @@ def rfb_kwta(x: Array, duty: Array, k: int | Array, *, beta: float, b_max: float
   """
   check_choice("transmit", transmit, TRANSMIT)
   n = x.shape[-1]
-  k_static = k if isinstance(k, int) else k_max
-  _check_k(k_static, n)
-  target = k_static / n if target is None else target
+  if target is None:
+    if not isinstance(k, int) and k_max is None:
+      raise ValueError("a per-vector k needs k_max (or an explicit target) for the boost's "
+                       "target duty")
+    k_static = k if isinstance(k, int) else k_max
+    _check_k(k_static, n)
+    target = k_static / n
   b = lax.stop_gradient(boost_factors(duty, target, beta, b_max)).astype(x.dtype)
   boosted, mask = kwta(x * b, k, method=method, by=by, valid=valid, k_max=k_max)
   if transmit == "boosted":

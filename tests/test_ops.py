@@ -230,6 +230,13 @@ class PerVectorKTest(chex.TestCase):
     with pytest.raises(ValueError, match="k_max"):
       ops.kwta(jnp.ones((2, 4)), jnp.array([[1], [2]]), method="top_k")
 
+  def test_rfb_kwta_with_per_vector_k_needs_a_target_duty(self):
+    x, duty, k = jnp.arange(8.0).reshape(2, 4), jnp.full((4,), 0.5), jnp.array([[1], [2]])
+    with pytest.raises(ValueError, match="k_max"):
+      ops.rfb_kwta(x, duty, k, beta=1.0, method="statistical")
+    _, mask = ops.rfb_kwta(x, duty, k, beta=1.0, target=0.5)  # Uniform duty: no boost.
+    np.testing.assert_array_equal(mask, [[0, 0, 0, 1], [0, 0, 1, 1]])
+
   @parameterized.parameters("exact", "top_k")
   def test_per_vector_k_exact_methods_agree(self, method):
     x = jax.random.normal(KEY, (6, 10))
