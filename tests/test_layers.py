@@ -168,6 +168,31 @@ class HomeostasisTest(chex.TestCase):
     self.assertGreater(ratio, 0.95)  # Crossed within 100 steps (5 periods).
     self.assertLess(float(duty[:4].max()), 0.5)
 
+  @parameterized.named_parameters(
+      ("positive_threshold_by_value", 3.0, "value", True),
+      ("negative_threshold_by_value", -3.0, "value", False),
+      ("negative_threshold_by_magnitude", -3.0, "magnitude", True))
+  def test_boost_evens_duty_only_when_the_threshold_is_positive_or_by_magnitude(
+      self, shift, by, evens):
+    """A boost b > 1 on a loser below a negative threshold pushes it further down."""
+    n, k = 32, 16
+    mean_n = jnp.linspace(-1.0, 1.0, n) + shift
+
+    @jax.jit
+    def final_ratio(beta):
+      def step(duty_n, key):
+        x_BxN = mean_n + jax.random.normal(key, (64, n))
+        _, mask_BxN = hj.ops.rfb_kwta(x_BxN, duty_n, k, beta=beta, by=by)
+        return 0.95 * duty_n + 0.05 * mask_BxN.mean(0), None
+      duty_n, _ = jax.lax.scan(step, jnp.full((n,), k / n), jax.random.split(KEY, 500))
+      return entropy_ratio(duty_n, k / n)
+
+    unboosted, boosted = float(final_ratio(0.0)), float(final_ratio(4.0))
+    if evens:
+      self.assertGreater(boosted, max(unboosted, 0.97))
+    else:
+      self.assertLess(boosted, unboosted - 0.1)
+
 
 class UserModel(nn.Module):
   """A user's own MLP with homeostatic layers inside."""
