@@ -15,24 +15,29 @@ from homeojax import ops
 from homeojax.data.multi30k import LANGUAGES, SPLIT_FILES
 from homeojax.model import SITE_NAMES, Sites, TransformerConfig
 
-# The paper's variants: the chain of each site, the same for encoder and decoder.
+_DROPOUT = "dropout(rate={dropout})"
+_SMART = "smart_inhibition(sparsity={dropout}, beta={beta}, period={period})"
+
+
+def _rfb_kwta(by: str = "") -> str:
+  """The RFB-kWTA chain item; `by="magnitude"` picks winners by |x|."""
+  return ("rfb_kwta(sparsity={sparsity}, beta={beta}, method={method}, period={period}"
+          + (f", by={by}" if by else "") + ")")
+
+
+# The paper's variants, the chain of each site (the same for encoder and decoder), and
+# rfb_kwta_magnitude_dropout: the paper's best with winners by magnitude (docs/results.md).
 VARIANTS: dict[str, dict[str, str]] = {
     "classic": {},
-    "dropout": {"attn_weights": "dropout(rate={dropout})",
-                "block_output": "dropout(rate={dropout})"},
+    "dropout": {"attn_weights": _DROPOUT, "block_output": _DROPOUT},
     "kwta": {"block_output": "kwta(sparsity={sparsity}, method={method})"},
-    "rfb_kwta_dropout": {
-        "attn_weights": "dropout(rate={dropout})",
-        "block_output": "rfb_kwta(sparsity={sparsity}, beta={beta}, method={method}, "
-                        "period={period}), dropout(rate={dropout})"},
-    "smart_inhibition": {
-        "attn_weights": "smart_inhibition(sparsity={dropout}, beta={beta}, period={period})",
-        "block_output": "smart_inhibition(sparsity={dropout}, beta={beta}, period={period})"},
-    "rfb_kwta_smart_inhibition": {
-        "attn_weights": "smart_inhibition(sparsity={dropout}, beta={beta}, period={period})",
-        "block_output": "rfb_kwta(sparsity={sparsity}, beta={beta}, method={method}, "
-                        "period={period}), smart_inhibition(sparsity={dropout}, beta={beta}, "
-                        "period={period})"},
+    "rfb_kwta_dropout": {"attn_weights": _DROPOUT,
+                         "block_output": f"{_rfb_kwta()}, {_DROPOUT}"},
+    "smart_inhibition": {"attn_weights": _SMART, "block_output": _SMART},
+    "rfb_kwta_smart_inhibition": {"attn_weights": _SMART,
+                                  "block_output": f"{_rfb_kwta()}, {_SMART}"},
+    "rfb_kwta_magnitude_dropout": {"attn_weights": _DROPOUT,
+                                   "block_output": f"{_rfb_kwta('magnitude')}, {_DROPOUT}"},
 }
 
 

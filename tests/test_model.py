@@ -9,8 +9,8 @@ import pytest
 
 from homeojax import config as config_lib
 from homeojax import decode, train_lib
-from homeojax.layers import HOMEOSTASIS
-from homeojax.model import Sites, Transformer, TransformerConfig
+from homeojax.layers import HOMEOSTASIS, parse_chain
+from homeojax.model import SITE_NAMES, Sites, Transformer, TransformerConfig
 
 KEY = jax.random.PRNGKey(0)
 SITES = Sites(attn_weights="rfb_kwta(sparsity=0.5)", attn_output="kwta(sparsity=0.3)",
@@ -87,6 +87,22 @@ def test_empty_sites_compile_to_the_plain_transformer():
 def test_bad_model_config(bad, message):
   with pytest.raises(ValueError, match=message):
     small(**bad)
+
+
+def test_variants_fill_their_placeholders_and_magnitude_changes_only_by():
+  def chains(variant):
+    c = config_lib.apply_variant(config_lib.base_config(), variant)
+    c.data.vocab_size = 100
+    sites = config_lib.validate(c).encoder_sites
+    return {name: parse_chain(getattr(sites, name)) for name in SITE_NAMES}
+
+  paper = {v: chains(v) for v in config_lib.VARIANTS if v != "rfb_kwta_magnitude_dropout"}
+  assert all(dict(m.options).get("by", "value") == "value"
+             for sites in paper.values() for chain in sites.values() for m in chain)
+  magnitude, best = chains("rfb_kwta_magnitude_dropout"), paper["rfb_kwta_dropout"]
+  assert magnitude["attn_weights"] == best["attn_weights"]
+  (rfb, drop), (best_rfb, best_drop) = magnitude["block_output"], best["block_output"]
+  assert drop == best_drop and rfb.options == best_rfb.options + (("by", "magnitude"),)
 
 
 @pytest.mark.parametrize("beam", [1, 3])
