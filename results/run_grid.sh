@@ -38,9 +38,11 @@ BETA_BLEU=$(python -c "import json; print(json.load(open('$RESULTS/sweep/rfb_kwt
 ONE_BLEU=$(python -c "import json; print(json.load(open('$RESULTS/sweep/rfb_kwta_dropout-sparsity$SPARSITY-seed0/validation.beam5.json'))['bleu_tok'])")
 if python -c "import sys; sys.exit(not $ONE_BLEU >= $BETA_BLEU)"; then BETA=1.0; fi
 echo "beta $BETA (best validation BLEU at sparsity $SPARSITY)"
-# For docs/results.md only, not a choice for the grid: the chosen s and beta, winners by |x|.
+# For docs/results.md only, not choices for the grid: winners by |x| at the chosen s, with the
+# chosen beta and with none (beta 0: kWTA by |x| + dropout), and dropout alone as the control.
 python -m homeojax.grid "${COMMON[@]}" "${SWEEP[@]}" --variants=rfb_kwta_magnitude_dropout \
-  "--set=regularizer.sparsity=$SPARSITY" "--sweep=regularizer.beta=$BETA"
+  "--set=regularizer.sparsity=$SPARSITY" "--sweep=regularizer.beta=$BETA,0"
+python -m homeojax.grid "${COMMON[@]}" "${SWEEP[@]}" --variants=dropout
 
 python -m homeojax.grid "${COMMON[@]}" --runs_dir="$RUNS/grid" --results_dir="$RESULTS/grid" \
   --split=test_2016_flickr --seeds=0,1,2 \
