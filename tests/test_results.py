@@ -56,6 +56,7 @@ def test_tables_hold_exact_means_stds_and_tests(runs, fake_multi30k):
   assert ("| dropout | 2 | 29.50 ± 0.71 | 30.50 ± 0.71 | 29.50 ± 0.71 | 30.07 | 2.50 ± 0.00 | "
           "2.00 ± 0.00 | 15.00 ± 7.07 |") in table
   assert "| kwta | 2 | 19.00 ± 0.00 | 21.00 ± 1.41 | 20.00 ± 1.41 | – | 1.50 ± 0.00 |" in table
+  assert "| dropout | 2 | 29.50 ± 0.71 | – | – | – |" in report.bleu_table(groups, "validation")
   refs = report.references(str(fake_multi30k), "test_2016_flickr")
   sig = report.significance_table(groups, "dropout", "test_2016_flickr", refs, samples=200)
   row = next(l for l in sig.splitlines() if l.startswith("| kwta |"))
