@@ -70,7 +70,7 @@ def histograms(homeostasis: Mapping[str, Any], bins: int = 20) -> dict[str, dict
   return out
 
 
-def report(homeostasis: Mapping[str, Any], bins: int = 20) -> dict[str, dict[str, Any]]:
+def summary_json(homeostasis: Mapping[str, Any], bins: int = 20) -> dict[str, dict[str, Any]]:
   """`summarize` as plain floats, with the histograms: a JSON-ready diagnostics dict."""
   hists = histograms(homeostasis, bins)
   return {path: {**{k: float(v) for k, v in stats.items()}, "histogram": hists[path]}

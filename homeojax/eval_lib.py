@@ -132,6 +132,6 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
     report["sacrebleu"] = metrics.sacrebleu_score(hyps, texts["target"])
   if texts["target_tok"]:
     report["bleu_tok"] = metrics.tokenized_bleu(hyps, texts["target_tok"], c.data.target_lang)
-  report["homeostasis"] = diagnostics.report(jax.device_get(run.variables[HOMEOSTASIS]))
+  report["homeostasis"] = diagnostics.summary_json(jax.device_get(run.variables[HOMEOSTASIS]))
   (out_dir / f"{name}.beam{beam}.json").write_text(json.dumps(report, indent=1))
   return report

@@ -1,5 +1,6 @@
 """The Linen modules: state handling, homeostasis at work, use inside a user's model."""
 
+import json
 from pathlib import Path
 
 import chex
@@ -192,6 +193,24 @@ class HomeostasisTest(chex.TestCase):
       self.assertGreater(boosted, max(unboosted, 0.97))
     else:
       self.assertLess(boosted, unboosted - 0.1)
+
+
+def test_diagnostics_exact_values_on_a_hand_made_state():
+  """Two duty cycles at target, one dead, one saturated; the boosts clip at b_max."""
+  duty = jnp.array([0.25, 0.25, 0.0, 1.0])
+  state = {"encoder": {"site": {"rfb_kwta_0": {"duty": duty, "target": 0.25, "beta": 4.0,
+                                               "b_max": 2.0}}},
+           "decoder": {"kwta_0": {"duty": duty, "target": 0.25}}}
+  json_ready = hj.summary_json(state, bins=4)
+  assert set(json_ready) == {"encoder/site/rfb_kwta_0", "decoder/kwta_0"}
+  stats = json_ready["encoder/site/rfb_kwta_0"]
+  np.testing.assert_allclose(stats["entropy_ratio"], 0.5, rtol=1e-6)  # 2 of 4 at H(target).
+  assert stats["dead_share"] == 0.25 and stats["realised_sparsity"] == 0.625
+  # exp(4 * (0.25 - 1)) and exp(4 * 0.25), clipped to [1 / b_max, b_max].
+  assert [stats["boost_min"], stats["boost_max"]] == [0.5, 2.0]
+  assert stats["histogram"] == {"counts": [1, 2, 0, 1], "edges": [0.0, 0.25, 0.5, 0.75, 1.0]}
+  assert "beta" not in json_ready["decoder/kwta_0"]
+  assert json.loads(json.dumps(json_ready)) == json_ready
 
 
 class UserModel(nn.Module):

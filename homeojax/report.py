@@ -1,7 +1,7 @@
 """Tables and plots from training runs: BLEU mean ± std per variant, memorization against
 generalization, significance against a baseline, and the homeostasis at work.
 
-  python -m homeojax.results results/grid/* --out_dir=docs/results \
+  python -m homeojax.report results/grid/* --out_dir=docs/results \
       --data_dir=../shared/data/multi30k --doc=docs/results.md
 
 A run directory is a training work dir (`metrics.jsonl`, `eval/step_N/*.json`) or a

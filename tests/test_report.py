@@ -1,4 +1,4 @@
-"""homeojax.results on fabricated run directories: exact table values, plots, the doc."""
+"""homeojax.report on fabricated run directories: exact table values, plots, the doc."""
 
 import json
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import ROOT, fake_pairs
-from homeojax import results as report
+from homeojax import report
 
 SITES = [f"{stack}_layers_{i}/ffn_block/block_output/{{mech}}_0"
          for stack in ("encoder", "decoder") for i in range(2)]
@@ -70,7 +70,7 @@ def test_cli_writes_plots_and_rewrites_the_doc_reproducibly(runs, fake_multi30k,
   doc = tmp_path / "results.md"
   begin, end = report.BEGIN.format("grid"), report.END.format("grid")
   doc.write_text(f"# Results\n\nIntro.\n\n{begin}\nold\n{end}\n\nConclusion.\n")
-  command = [sys.executable, "-m", "homeojax.results", *map(str, runs),
+  command = [sys.executable, "-m", "homeojax.report", *map(str, runs),
              f"--out_dir={tmp_path / 'plots'}", f"--data_dir={fake_multi30k}", f"--doc={doc}"]
   subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
   first = doc.read_text()
@@ -90,7 +90,7 @@ def test_rejects_a_directory_without_metrics(tmp_path):
 
 
 def test_empty_baseline_leaves_out_the_comparison(runs, tmp_path):
-  command = [sys.executable, "-m", "homeojax.results", *map(str, runs),
+  command = [sys.executable, "-m", "homeojax.report", *map(str, runs),
              f"--out_dir={tmp_path / 'plots'}", "--baseline="]
   out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
   assert "| kwta | 2 |" in out
