@@ -262,6 +262,17 @@ def parse_chain(spec: str | Mechanism | tuple | list) -> tuple[Mechanism, ...]:
   return tuple(chain)
 
 
+def chain_settings(spec: str | Mechanism | tuple | list) -> tuple[tuple[str, tuple], ...]:
+  """Each mechanism's name and every option, defaults included: equal for equivalent chains."""
+  settings = []
+  for mechanism in parse_chain(spec):
+    module = mechanism.module()
+    settings.append((mechanism.name, tuple(
+        (f.name, getattr(module, f.name)) for f in dataclasses.fields(module)
+        if f.name not in _INTERNAL_FIELDS)))
+  return tuple(settings)
+
+
 class Site(nn.Module):
   """A place in a network where a chain of mechanisms applies, in order.
 

@@ -36,7 +36,7 @@ from homeojax import diagnostics, metrics, sharding
 from homeojax.data import multi30k, tokenizer
 from homeojax.data.batching import Batcher
 from homeojax.data.tokenizer import PAD_ID
-from homeojax.layers import HOMEOSTASIS, decay_beta
+from homeojax.layers import HOMEOSTASIS, chain_settings, decay_beta
 from homeojax.model import Transformer
 
 Array = jax.Array
@@ -426,10 +426,19 @@ def check_finite_steps(fetched: list[dict], first_step: int, state: TrainState,
 
 
 def check_compatible(saved: dict, current: dict) -> None:
-  """Raises naming the first model field, or the vocabulary (if given), that differs."""
+  """Raises naming the first model field, or the vocabulary (if given), that differs.
+
+  Site chains compare by meaning: `kwta(sparsity=0.1)` matches `kwta(sparsity=0.1,
+  method=exact)`, its default spelled out.
+  """
   for key, value in current["model"].items():
-    if saved["model"].get(key) != value:
-      raise ValueError(f"checkpoint model.{key}={saved['model'].get(key)!r} differs from "
-                       f"the config's {value!r}")
+    old = saved["model"].get(key)
+    if key.endswith("_sites") and isinstance(old, dict):
+      for site, chain in value.items():
+        if chain_settings(old.get(site, "")) != chain_settings(chain):
+          raise ValueError(f"checkpoint model.{key}.{site}={old.get(site, '')!r} differs "
+                           f"from the config's {chain!r}")
+    elif old != value:
+      raise ValueError(f"checkpoint model.{key}={old!r} differs from the config's {value!r}")
   if "vocab_sha256" in current and saved["vocab_sha256"] != current["vocab_sha256"]:
     raise ValueError(f"checkpoint vocabulary {saved['vocab']} differs from {current['vocab']}")

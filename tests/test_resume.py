@@ -1,4 +1,4 @@
-"""Exact resume: kill -9 mid-run, re-run the same command, get the uninterrupted result."""
+"""Resume: kill -9 mid-run and get the uninterrupted result; which configs may resume."""
 
 import os
 import re
@@ -11,8 +11,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from conftest import ROOT, TINY
+from homeojax.train_lib import check_compatible
 
 # Larger batches and a decaying beta: the 24 steps cross epoch ends, before and after the kill.
 ARGS = [a for a in TINY if not a.startswith(("--config.num_train_steps",
@@ -63,3 +65,16 @@ def test_kill_and_resume_is_bitwise_identical(fake_multi30k, tmp_path):
   steps = [int(l.split('"step": ')[1].split(",")[0])
            for l in (killed / "metrics.jsonl").read_text().splitlines()]
   assert steps == sorted(set(steps))  # No duplicated log records after the resume.
+
+
+def test_resume_compares_site_chains_by_meaning_and_names_the_site():
+  def meta(chain, d_ff=64):
+    return {"model": {"d_ff": d_ff, "encoder_sites": {"embedding": "", "block_output": chain}}}
+
+  saved = meta("kwta(sparsity=0.1), dropout")
+  check_compatible(saved, meta("kwta(method=exact, sparsity=0.10), dropout(rate=0.1)"))
+  with pytest.raises(ValueError, match=r"model\.encoder_sites\.block_output="
+                     r"'kwta\(sparsity=0.1\), dropout' differs from the config's 'kwta"):
+    check_compatible(saved, meta("kwta(sparsity=0.2), dropout"))
+  with pytest.raises(ValueError, match="model.d_ff=64 differs from the config's 96"):
+    check_compatible(saved, meta("kwta(sparsity=0.1), dropout", d_ff=96))
