@@ -1,4 +1,4 @@
-"""Runs a grid of experiments (variants x seeds x settings) through train.py and eval.py.
+r"""Runs a grid of experiments (variants x seeds x settings) through train.py and eval.py.
 
   python -m homeojax.grid --config=configs/tiny.py --variants=classic,dropout \
       --seeds=0,1,2 --runs_dir=runs/grid --results_dir=results/grid \

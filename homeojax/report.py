@@ -1,4 +1,4 @@
-"""Tables and plots from training runs: BLEU mean ± std per variant, memorization against
+r"""Tables and plots from training runs: BLEU mean ± std per variant, memorization against
 generalization, significance against a baseline, and the homeostasis at work.
 
   python -m homeojax.report results/grid/* --out_dir=docs/results \
