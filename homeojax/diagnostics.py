@@ -3,7 +3,9 @@
 Per mechanism (site and layer): the duty-cycle entropy relative to its maximum
 (`H(duty) / H_max(k, n)`, as nupic.torch's `duty_cycle_metrics`), the share of dead
 features (duty < target / 100), the realised sparsity (1 - mean duty), the boost-factor
-range (boosting mechanisms) and a duty-cycle histogram.
+range (boosting mechanisms) and a duty-cycle histogram. Where k counts only valid entries
+(attention weights over sequences of different lengths), the share of winners differs from
+the target `k / n` a little, so the entropy ratio can exceed 1 slightly.
 """
 
 from __future__ import annotations
