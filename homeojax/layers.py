@@ -164,26 +164,43 @@ class RFBKWTA(Boosted):
     return y
 
 
+EVAL_SCALES = ("identity", "expected_gain")
+
+
 class SmartInhibition(Boosted):
-  """Smart Inhibition (`ops.smart_inhibition`) when training; the identity at eval.
+  """Smart Inhibition (`ops.smart_inhibition`) when training.
 
   The duty cycle records the winners of a kWTA of the same sparsity on `x` (threshold
-  `method`), so rarely strong features are kept more often.
+  `method`), so rarely strong features are kept more often. At eval, `eval_scale`
+  "identity" (the spec's) passes `x` on; "expected_gain" (Bernoulli sampling only) scales
+  each feature by what training passes on of it on average, `keep_i / (1 - s)`, since the
+  uniform `1 / (1 - s)` rescaling matches only a uniform keep rate (docs/results.md).
   """
   sampling: ops.Sampling = "bernoulli"
   method: ops.Method = "exact"
+  eval_scale: str = "identity"
   rng_collection: str = "dropout"
 
   def __post_init__(self):
     ops.check_choice("sampling", self.sampling, ops.SAMPLING)
     ops.check_choice("method", self.method, ops.METHODS)
+    ops.check_choice("eval_scale", self.eval_scale, EVAL_SCALES)
+    if self.eval_scale == "expected_gain" and self.sampling != "bernoulli":
+      raise ValueError(f"eval_scale='expected_gain' needs sampling='bernoulli', not "
+                       f"{self.sampling!r}: only Bernoulli keep probabilities are known")
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x: Array, valid: Array | None = None, *, train: bool = False) -> Array:
     duty = self.duty_cycle(x)
-    if not train:
+    if not train and self.eval_scale == "identity":
       return x
+    if not train:
+      per_vector = valid is not None and jnp.shape(valid)[-1] != 1  # Masked along features.
+      valid = jnp.broadcast_to(valid, x.shape) if per_vector else None
+      w = ops.boost_factors(duty, self.target(x), self.current_beta(), self.b_max)
+      gain = ops.keep_probabilities(w, self.sparsity, valid) / (1.0 - self.sparsity)
+      return x * (gain if valid is None else jnp.where(valid, gain, 1.0)).astype(x.dtype)
     k, k_max = self.winners(x, valid)
     self.record(ops.kwta(x, k, method=self.method, valid=valid, k_max=k_max)[1], valid, train)
     y, _ = ops.smart_inhibition(x, duty, self.make_rng(self.rng_collection), self.sparsity,

@@ -221,19 +221,12 @@ def smart_inhibition(x: Array, duty: Array, key: Array, sparsity: float, *, beta
   check_choice("sampling", sampling, SAMPLING)
   n = x.shape[-1]
   k = num_winners(n, sparsity)
-  per_vector_valid = valid is None or jnp.shape(valid)[-1] == 1
+  per_feature = valid is None or jnp.shape(valid)[-1] == 1  # Not masked along features.
   valid = _valid_mask(valid, x.shape)
   target = k / n if target is None else target
   w = boost_factors(duty, target, beta, b_max)
-  if sampling == "bernoulli" and per_vector_valid:
-    # Every valid vector sees all n features: one keep probability per feature.
-    w_sum = jnp.sum(w, axis=-1, keepdims=True)
-    keep = jnp.minimum(1.0, (1.0 - sparsity) * n * w / jnp.maximum(w_sum, 1e-30))
-    mask = jax.random.uniform(key, x.shape) < keep
-  elif sampling == "bernoulli":  # Features masked per vector: n and sum(w) per vector.
-    n_valid = jnp.sum(valid, axis=-1, keepdims=True)
-    w_sum = jnp.sum(jnp.where(valid, w, 0.0), axis=-1, keepdims=True)
-    keep = jnp.minimum(1.0, (1.0 - sparsity) * n_valid * w / jnp.maximum(w_sum, 1e-30))
+  if sampling == "bernoulli":
+    keep = keep_probabilities(w, sparsity, None if per_feature else valid)
     mask = jax.random.uniform(key, x.shape) < keep
   else:
     logits = jnp.log(jnp.broadcast_to(w, x.shape)) + jax.random.gumbel(key, x.shape)
@@ -243,6 +236,20 @@ def smart_inhibition(x: Array, duty: Array, key: Array, sparsity: float, *, beta
     mask = mask & valid
   scale = jnp.asarray(1.0 / (1.0 - sparsity), x.dtype)
   return jnp.where(mask, x * scale, jnp.zeros((), x.dtype)), mask
+
+
+def keep_probabilities(w: Array, sparsity: float, valid: Array | None = None) -> Array:
+  """Bernoulli Smart Inhibition's keep probabilities `min(1, (1 - s) * n * w_i / sum(w))`.
+
+  `valid` (shaped like the features, varying along them) restricts n and the sum to the
+  valid features of each vector; without it, one probability per feature.
+  """
+  if valid is None:
+    n, w_sum = w.shape[-1], jnp.sum(w, axis=-1, keepdims=True)
+  else:
+    n = jnp.sum(valid, axis=-1, keepdims=True)
+    w_sum = jnp.sum(jnp.where(valid, w, 0.0), axis=-1, keepdims=True)
+  return jnp.minimum(1.0, (1.0 - sparsity) * n * w / jnp.maximum(w_sum, 1e-30))
 
 
 def update_duty_cycle(duty: Array, mask: Array, valid: Array | None,

@@ -70,6 +70,36 @@ class SiteTest(chex.TestCase):
     expected, _ = hj.rfb_kwta(x, duty, 4, beta=3.0)
     np.testing.assert_allclose(site.apply(variables, x), expected)
 
+  @parameterized.parameters(None, "per_key")
+  def test_smart_inhibition_expected_gain_is_the_mean_training_output(self, mask):
+    """At eval, `expected_gain` gives what training passes on on average; `identity` not."""
+    n, s = 8, 0.25
+    x = jax.random.normal(KEY, (2, n))
+    valid = None if mask is None else jnp.array([[True] * n, [True] * 5 + [False] * 3])
+    site = hj.Site(f"smart_inhibition(sparsity={s}, beta=2.0, eval_scale=expected_gain)")
+    state = site.init(KEY, x, valid)[hj.HOMEOSTASIS]
+    duty = jnp.linspace(0.0, 1.0, n)
+    variables = {hj.HOMEOSTASIS: {"smart_inhibition_0": {**state["smart_inhibition_0"],
+                                                         "duty": duty}}}
+    w = np.exp(np.clip(2.0 * (0.75 - np.linspace(0.0, 1.0, n)), -np.log(10), np.log(10)))
+    rows = [w, np.where(np.arange(n) < 5, w, 0.0)] if mask else [w, w]
+    n_valid = [n, 5] if mask else [n, n]
+    keep = np.stack([np.minimum(1, (1 - s) * m * r / r.sum()) for r, m in zip(rows, n_valid)])
+    gain = np.where(np.asarray(valid if mask else True), keep / (1 - s), 1.0)
+    at_eval = site.apply(variables, x, valid)
+    np.testing.assert_allclose(at_eval, x * gain, rtol=1e-5)
+    train_mean = jax.vmap(lambda key: site.apply(
+        variables, x, valid, train=True, mutable=[hj.HOMEOSTASIS], rngs={"dropout": key})[0])(
+            jax.random.split(KEY, 20_000)).mean(0)
+    live = np.asarray(valid if mask else jnp.ones_like(x, bool))
+    np.testing.assert_allclose(train_mean[live], at_eval[live], atol=0.03)
+    self.assertGreater(float(jnp.max(jnp.abs(train_mean - x)[live])), 0.3)  # Identity is off.
+
+  def test_expected_gain_needs_bernoulli_sampling(self):
+    with self.assertRaisesRegex(ValueError, "eval_scale='expected_gain' needs "
+                                "sampling='bernoulli', not 'exact_k'"):
+      hj.Site("smart_inhibition(sparsity=0.3, sampling=exact_k, eval_scale=expected_gain)")
+
   @chex.variants(with_jit=True, without_jit=True)
   def test_decay_beta_scales_only_beta_and_the_layers_use_it(self):
     site = hj.Site("kwta(sparsity=0.5), rfb_kwta(sparsity=0.5, beta=3.0), "
