@@ -27,6 +27,8 @@ _LOCAL_DIR = flags.DEFINE_string("data_dir", None, "Local Multi30K copy (overrid
 _TOKENS = flags.DEFINE_integer("tokens_per_batch", None, "Source tokens per decoding batch; "
                                "default from the config (raise it on a GPU).")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Where to write hypotheses and the report.")
+_EVAL_SCALE = flags.DEFINE_string("eval_scale", None, "Smart Inhibition at eval: identity or "
+                                  "expected_gain (overrides the run's; names the outputs).")
 flags.mark_flag_as_required("workdir")
 
 
@@ -36,7 +38,8 @@ def main(argv):
       _WORKDIR.value, checkpoint=_CHECKPOINT.value, split=_SPLIT.value,
       source_file=_SOURCE.value, reference_file=_REFERENCE.value,
       reference_tok_file=_REFERENCE_TOK.value, beam=_BEAM.value, alpha=_ALPHA.value,
-      local_dir=_LOCAL_DIR.value, output_dir=_OUTPUT.value, tokens_per_batch=_TOKENS.value)
+      local_dir=_LOCAL_DIR.value, output_dir=_OUTPUT.value, tokens_per_batch=_TOKENS.value,
+      eval_scale=_EVAL_SCALE.value)
   print(json.dumps({k: v for k, v in report.items() if k != "homeostasis"}, indent=1))
 
 

@@ -7,12 +7,14 @@ override (`--config.regularizer.sparsity=0.5`) changes every site of a variant.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import ml_collections
 
 from homeojax import ops
 from homeojax.data.multi30k import LANGUAGES, SPLIT_FILES
+from homeojax.layers import parse_chain, with_option
 from homeojax.model import SITE_NAMES, Sites, TransformerConfig
 
 _DROPOUT = "dropout(rate={dropout})"
@@ -149,6 +151,20 @@ def model_config(c: ml_collections.ConfigDict) -> TransformerConfig:
       raise ValueError(f"sites.{stack}: {e}") from None
   return TransformerConfig(vocab_size=c.data.vocab_size, encoder_sites=stacks["encoder"],
                            decoder_sites=stacks["decoder"], **c.model)
+
+
+def with_eval_scale(model_cfg: TransformerConfig, eval_scale: str) -> TransformerConfig:
+  """The model with every Smart Inhibition evaluated with `eval_scale`; training is alike."""
+  chains = {(stack, name): getattr(getattr(model_cfg, stack), name)
+            for stack in ("encoder_sites", "decoder_sites") for name in SITE_NAMES}
+  if not any(m.name == "smart_inhibition" for chain in chains.values()
+             for m in parse_chain(chain)):
+    raise ValueError(f"eval_scale={eval_scale!r}: the run has no Smart Inhibition site")
+  return dataclasses.replace(model_cfg, **{
+      stack: Sites(**{name: ", ".join(map(str, with_option(
+          chains[stack, name], "smart_inhibition", "eval_scale", eval_scale)))
+                      for name in SITE_NAMES})
+      for stack in ("encoder_sites", "decoder_sites")})
 
 
 def validate(c: ml_collections.ConfigDict) -> TransformerConfig:

@@ -53,8 +53,12 @@ class Run:
   mesh: Any
 
 
-def load_run(workdir: str | Path, checkpoint: str = "latest") -> Run:
-  """Restores a run's checkpoint onto this host's devices, checking model and vocabulary."""
+def load_run(workdir: str | Path, checkpoint: str = "latest",
+             eval_scale: str | None = None) -> Run:
+  """Restores a run's checkpoint onto this host's devices, checking model and vocabulary.
+
+  `eval_scale` overrides every Smart Inhibition's (`identity` or `expected_gain`).
+  """
   workdir = Path(workdir)
   manager, step = checkpoint_step(workdir, checkpoint)
   meta = train_lib.read_meta(manager, step)
@@ -66,6 +70,8 @@ def load_run(workdir: str | Path, checkpoint: str = "latest") -> Run:
   current = {"model": dataclasses.asdict(model_cfg), "vocab": vocab_path.name,
              "vocab_sha256": train_lib.file_sha256(vocab_path)}
   train_lib.check_compatible(meta, current)
+  if eval_scale is not None:
+    model_cfg = config_lib.with_eval_scale(model_cfg, eval_scale)
   mesh = sharding.make_mesh()
   model = Transformer(model_cfg)
   optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
@@ -79,8 +85,8 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
              source_file: str | None = None, reference_file: str | None = None,
              reference_tok_file: str | None = None, beam: int | None = None,
              alpha: float | None = None, local_dir: str | None = None,
-             output_dir: str | None = None,
-             tokens_per_batch: int | None = None) -> dict[str, Any]:
+             output_dir: str | None = None, tokens_per_batch: int | None = None,
+             eval_scale: str | None = None) -> dict[str, Any]:
   """Decodes and scores; writes hypotheses and a JSON report; returns the report."""
   workdir = Path(workdir)
   if (split is None) == (source_file is None):
@@ -94,7 +100,7 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
     raise ValueError(f"beam={beam} must be >= 1")
   if tokens_per_batch is not None and tokens_per_batch < 1:
     raise ValueError(f"tokens_per_batch={tokens_per_batch} must be >= 1")
-  run = load_run(workdir, checkpoint)
+  run = load_run(workdir, checkpoint, eval_scale)
   c, step = run.config, run.step
   beam = beam or c.decode.beam_size
   alpha = c.decode.length_penalty if alpha is None else alpha
@@ -123,15 +129,17 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
 
   out_dir = Path(output_dir) if output_dir else workdir / "eval" / f"step_{step}"
   out_dir.mkdir(parents=True, exist_ok=True)
-  (out_dir / f"{name}.beam{beam}.hyp.txt").write_text("".join(h + "\n" for h in hyps))
+  # With --eval_scale, beside (not over) the evaluation as trained.
+  stem = f"{name}{f'.{eval_scale}' if eval_scale else ''}.beam{beam}"
+  (out_dir / f"{stem}.hyp.txt").write_text("".join(h + "\n" for h in hyps))
   report: dict[str, Any] = {
       "workdir": str(workdir), "step": step, "checkpoint": checkpoint, "data": name,
       "sentences": len(hyps), "beam": beam, "alpha": alpha, "decode_seconds": seconds,
-      "variant": c.variant, "seed": c.seed}
+      "variant": c.variant, "seed": c.seed, "eval_scale": eval_scale}
   if texts["target"]:
     report["sacrebleu"] = metrics.sacrebleu_score(hyps, texts["target"])
   if texts["target_tok"]:
     report["bleu_tok"] = metrics.tokenized_bleu(hyps, texts["target_tok"], c.data.target_lang)
   report["homeostasis"] = diagnostics.summary_json(jax.device_get(run.variables[HOMEOSTASIS]))
-  (out_dir / f"{name}.beam{beam}.json").write_text(json.dumps(report, indent=1))
+  (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1))
   return report

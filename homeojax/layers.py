@@ -216,6 +216,8 @@ MECHANISMS: dict[str, type[nn.Module]] = {
     "smart_inhibition": SmartInhibition,
 }
 _INTERNAL_FIELDS = {"parent", "name", "stat_shape"}
+# Options that change only the eval output: a checkpoint resumes or evaluates with any value.
+EVAL_ONLY_OPTIONS = {"eval_scale"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,14 +282,23 @@ def parse_chain(spec: str | Mechanism | tuple | list) -> tuple[Mechanism, ...]:
 
 
 def chain_settings(spec: str | Mechanism | tuple | list) -> tuple[tuple[str, tuple], ...]:
-  """Each mechanism's name and every option, defaults included: equal for equivalent chains."""
+  """Each mechanism's name and every option that affects training, defaults included:
+  equal for chains that train alike."""
   settings = []
   for mechanism in parse_chain(spec):
     module = mechanism.module()
     settings.append((mechanism.name, tuple(
         (f.name, getattr(module, f.name)) for f in dataclasses.fields(module)
-        if f.name not in _INTERNAL_FIELDS)))
+        if f.name not in _INTERNAL_FIELDS | EVAL_ONLY_OPTIONS)))
   return tuple(settings)
+
+
+def with_option(spec: str | Mechanism | tuple | list, name: str, key: str,
+                value: Any) -> tuple[Mechanism, ...]:
+  """The chain with option `key=value` set on every mechanism called `name`."""
+  return tuple(
+      Mechanism(m.name, tuple(o for o in m.options if o[0] != key) + ((key, value),))
+      if m.name == name else m for m in parse_chain(spec))
 
 
 class Site(nn.Module):

@@ -73,6 +73,8 @@ def load_run(path: str | Path) -> Run:
   evals, hyps = {}, {}
   for file in sorted(_eval_files(path), key=lambda f: json.loads(f.read_text())["beam"]):
     report = json.loads(file.read_text())
+    if report.get("eval_scale"):  # An `eval.py --eval_scale` re-evaluation, not the run's.
+      continue
     evals[report["data"]] = report
     hyp_file = file.with_name(file.name.replace(".json", ".hyp.txt"))
     if hyp_file.is_file():

@@ -5,11 +5,11 @@
 Bernoulli Smart Inhibition keeps feature i with probability `keep_i` and scales kept values
 by `1 / (1 - s)`, so in training feature i passes on `gain_i = keep_i / (1 - s)` of its value
 on average; at eval (as specified) it passes on all of it. This script evaluates a trained
-run on the validation split twice: as specified, and with `eval_scale="expected_gain"`,
-which scales every feature at eval by its expected training gain from the frozen duty
-cycles (at every Smart Inhibition site). Nothing is retrained. The gain statistics are
-those of the block outputs (one gain per feature; at attention weights it varies with the
-number of valid keys).
+run on the validation split twice: as specified, and with `eval_scale=expected_gain`
+(`eval.py --eval_scale`), which scales every feature at eval by its expected training gain
+from the frozen duty cycles, at every Smart Inhibition site. Nothing is retrained. The gain
+statistics are those of the block outputs (one gain per feature; at attention weights it
+varies with the number of valid keys).
 """
 
 import json
@@ -30,14 +30,9 @@ def expected_gain(state: dict, sparsity: float) -> np.ndarray:
   return np.asarray(ops.keep_probabilities(w, sparsity) / (1.0 - sparsity))
 
 
-class ExpectedGainAtEval(layers.SmartInhibition):
-  """The run's Smart Inhibition with `eval_scale="expected_gain"`; training is the same."""
-  eval_scale: str = "expected_gain"
-
-
-def validation(workdir: Path) -> dict:
+def validation(workdir: Path, eval_scale: str) -> dict:
   """Validation loss (teacher forcing) and beam-5 BLEU of the run's latest checkpoint."""
-  run = eval_lib.load_run(workdir)
+  run = eval_lib.load_run(workdir, eval_scale=eval_scale)
   c = run.config
   sources, targets = train_lib.prepare_data(c, workdir, ("validation",)).ids["validation"]
   batcher = Batcher(sources, targets, c.data.tokens_per_batch, c.model.max_len,
@@ -49,7 +44,8 @@ def validation(workdir: Path) -> dict:
                sharding.shard_batch(batch, run.mesh))
     sums = {k: sums[k] + float(out[k]) for k in sums}
   with tempfile.TemporaryDirectory() as tmp:
-    report = eval_lib.evaluate(workdir, split="validation", beam=5, output_dir=tmp)
+    report = eval_lib.evaluate(workdir, split="validation", beam=5, output_dir=tmp,
+                               eval_scale=eval_scale)
   return {"val_loss": sums["loss"] / sums["tokens"], "bleu_tok": report["bleu_tok"],
           "sacrebleu": report["sacrebleu"]["score"]}
 
@@ -66,10 +62,8 @@ def main(workdir: Path, out: Path) -> None:
             "block_output_gain": {"mean": float(gains.mean()), "median": float(np.median(gains)),
                                   "share_capped": float(capped.mean()),
                                   "share_below_0.8": float(np.mean(gains < 0.8))}}
-  result["as_specified"] = validation(workdir)
-  layers.MECHANISMS["smart_inhibition"] = ExpectedGainAtEval
-  jax.clear_caches()  # The decoder is jitted with the model as a static argument.
-  result["expected_gain_at_eval"] = validation(workdir)
+  result["as_specified"] = validation(workdir, "identity")
+  result["expected_gain_at_eval"] = validation(workdir, "expected_gain")
   out.write_text(json.dumps(result, indent=1) + "\n")
   print(json.dumps(result, indent=1))
 

@@ -9,7 +9,7 @@ import pytest
 
 from homeojax import config as config_lib
 from homeojax import decode, train_lib
-from homeojax.layers import HOMEOSTASIS, parse_chain
+from homeojax.layers import HOMEOSTASIS, chain_settings, parse_chain
 from homeojax.model import SITE_NAMES, Sites, Transformer, TransformerConfig
 
 KEY = jax.random.PRNGKey(0)
@@ -103,6 +103,32 @@ def test_variants_fill_their_placeholders_and_magnitude_changes_only_by():
   assert magnitude["attn_weights"] == best["attn_weights"]
   (rfb, drop), (best_rfb, best_drop) = magnitude["block_output"], best["block_output"]
   assert drop == best_drop and rfb.options == best_rfb.options + (("by", "magnitude"),)
+
+
+def test_eval_scale_override_sets_only_smart_inhibition_and_trains_alike():
+  def model_cfg(variant):
+    c = config_lib.apply_variant(config_lib.base_config(), variant)
+    c.data.vocab_size = 100
+    return config_lib.validate(c)
+
+  cfg = model_cfg("rfb_kwta_smart_inhibition")
+  new = config_lib.with_eval_scale(cfg, "expected_gain")
+  for stack in ("encoder_sites", "decoder_sites"):
+    for name in SITE_NAMES:
+      old_chain = parse_chain(getattr(getattr(cfg, stack), name))
+      new_chain = parse_chain(getattr(getattr(new, stack), name))
+      assert [m.name for m in new_chain] == [m.name for m in old_chain]
+      for old_m, new_m in zip(old_chain, new_chain):
+        expected = (old_m.options + (("eval_scale", "expected_gain"),)
+                    if old_m.name == "smart_inhibition" else old_m.options)
+        assert new_m.options == expected
+      assert chain_settings(new_chain) == chain_settings(old_chain)  # Eval-only option.
+  assert "eval_scale='expected_gain'" in new.decoder_sites.block_output
+  with pytest.raises(ValueError, match="eval_scale='expected_gain': the run has no Smart "
+                     "Inhibition site"):
+    config_lib.with_eval_scale(model_cfg("rfb_kwta_dropout"), "expected_gain")
+  with pytest.raises(ValueError, match="eval_scale='unbiased' is not one of"):
+    config_lib.with_eval_scale(cfg, "unbiased")
 
 
 @pytest.mark.parametrize("beam", [1, 3])

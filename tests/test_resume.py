@@ -73,6 +73,8 @@ def test_resume_compares_site_chains_by_meaning_and_names_the_site():
 
   saved = meta("kwta(sparsity=0.1), dropout")
   check_compatible(saved, meta("kwta(method=exact, sparsity=0.10), dropout(rate=0.1)"))
+  check_compatible(meta("smart_inhibition(sparsity=0.3)"),  # An eval-only option.
+                   meta("smart_inhibition(sparsity=0.3, eval_scale=expected_gain)"))
   with pytest.raises(ValueError, match=r"model\.encoder_sites\.block_output="
                      r"'kwta\(sparsity=0.1\), dropout' differs from the config's 'kwta"):
     check_compatible(saved, meta("kwta(sparsity=0.2), dropout"))
