@@ -193,11 +193,9 @@ class SmartInhibition(Boosted):
   @nn.compact
   def __call__(self, x: Array, valid: Array | None = None, *, train: bool = False) -> Array:
     duty = self.duty_cycle(x)
-    if not train and self.eval_scale == "identity":
-      return x
     if not train:
-      per_vector = valid is not None and jnp.shape(valid)[-1] != 1  # Masked along features.
-      valid = jnp.broadcast_to(valid, x.shape) if per_vector else None
+      if self.eval_scale == "identity":
+        return x
       w = ops.boost_factors(duty, self.target(x), self.current_beta(), self.b_max)
       gain = ops.keep_probabilities(w, self.sparsity, valid) / (1.0 - self.sparsity)
       return x * (gain if valid is None else jnp.where(valid, gain, 1.0)).astype(x.dtype)

@@ -221,19 +221,17 @@ def smart_inhibition(x: Array, duty: Array, key: Array, sparsity: float, *, beta
   check_choice("sampling", sampling, SAMPLING)
   n = x.shape[-1]
   k = num_winners(n, sparsity)
-  per_feature = valid is None or jnp.shape(valid)[-1] == 1  # Not masked along features.
-  valid = _valid_mask(valid, x.shape)
   target = k / n if target is None else target
   w = boost_factors(duty, target, beta, b_max)
+  valid_x = _valid_mask(valid, x.shape)
   if sampling == "bernoulli":
-    keep = keep_probabilities(w, sparsity, None if per_feature else valid)
-    mask = jax.random.uniform(key, x.shape) < keep
+    mask = jax.random.uniform(key, x.shape) < keep_probabilities(w, sparsity, valid)
   else:
     logits = jnp.log(jnp.broadcast_to(w, x.shape)) + jax.random.gumbel(key, x.shape)
-    k_vec = k if valid is None else winners_per_vector(valid, sparsity)
-    mask = logits >= threshold(logits, k_vec, "exact", valid, k_max=k)
-  if valid is not None:
-    mask = mask & valid
+    k_vec = k if valid_x is None else winners_per_vector(valid_x, sparsity)
+    mask = logits >= threshold(logits, k_vec, "exact", valid_x, k_max=k)
+  if valid_x is not None:
+    mask = mask & valid_x
   scale = jnp.asarray(1.0 / (1.0 - sparsity), x.dtype)
   return jnp.where(mask, x * scale, jnp.zeros((), x.dtype)), mask
 
@@ -241,10 +239,11 @@ def smart_inhibition(x: Array, duty: Array, key: Array, sparsity: float, *, beta
 def keep_probabilities(w: Array, sparsity: float, valid: Array | None = None) -> Array:
   """Bernoulli Smart Inhibition's keep probabilities `min(1, (1 - s) * n * w_i / sum(w))`.
 
-  `valid` (shaped like the features, varying along them) restricts n and the sum to the
-  valid features of each vector; without it, one probability per feature.
+  A `valid` mask that varies along the features restricts n and the sum to the valid
+  features of each vector; without one (or with a per-vector `[..., 1]` mask), there is one
+  probability per feature.
   """
-  if valid is None:
+  if valid is None or jnp.shape(valid)[-1] == 1:
     n, w_sum = w.shape[-1], jnp.sum(w, axis=-1, keepdims=True)
   else:
     n = jnp.sum(valid, axis=-1, keepdims=True)

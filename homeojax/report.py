@@ -71,8 +71,8 @@ def load_run(path: str | Path) -> Run:
              if line.strip()]
   info = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
   evals, hyps = {}, {}
-  for file in sorted(_eval_files(path), key=lambda f: json.loads(f.read_text())["beam"]):
-    report = json.loads(file.read_text())
+  reports = [(json.loads(file.read_text()), file) for file in _eval_files(path)]
+  for report, file in sorted(reports, key=lambda pair: pair[0]["beam"]):
     if report.get("eval_scale"):  # An `eval.py --eval_scale` re-evaluation, not the run's.
       continue
     evals[report["data"]] = report
