@@ -87,3 +87,11 @@ def trained_run(fake_multi30k, tmp_path_factory):
           f"--config.data.local_dir={fake_multi30k}", *TINY]
   first = run("train.py", *args)
   return workdir, args, first
+
+
+@pytest.hookimpl(tryfirst=True)  # Before pytest-xdist reads the groups.
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  """Under pytest-xdist, keeps the tests sharing `trained_run` on one worker (trained once)."""
+  for item in items:
+    if "trained_run" in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.xdist_group("trained_run"))
