@@ -14,7 +14,7 @@ import ml_collections
 
 from homeojax import ops
 from homeojax.data.multi30k import LANGUAGES, SPLIT_FILES
-from homeojax.layers import parse_chain, with_option
+from homeojax.layers import with_option
 from homeojax.model import SITE_NAMES, Sites, TransformerConfig
 
 _DROPOUT = "dropout(rate={dropout})"
@@ -155,15 +155,13 @@ def model_config(c: ml_collections.ConfigDict) -> TransformerConfig:
 
 def with_eval_scale(model_cfg: TransformerConfig, eval_scale: str) -> TransformerConfig:
   """The model with every Smart Inhibition evaluated with `eval_scale`; training is alike."""
-  chains = {(stack, name): getattr(getattr(model_cfg, stack), name)
+  chains = {(stack, name): with_option(getattr(getattr(model_cfg, stack), name),
+                                       "smart_inhibition", "eval_scale", eval_scale)
             for stack in ("encoder_sites", "decoder_sites") for name in SITE_NAMES}
-  if not any(m.name == "smart_inhibition" for chain in chains.values()
-             for m in parse_chain(chain)):
+  if not any(m.name == "smart_inhibition" for chain in chains.values() for m in chain):
     raise ValueError(f"eval_scale={eval_scale!r}: the run has no Smart Inhibition site")
   return dataclasses.replace(model_cfg, **{
-      stack: Sites(**{name: ", ".join(map(str, with_option(
-          chains[stack, name], "smart_inhibition", "eval_scale", eval_scale)))
-                      for name in SITE_NAMES})
+      stack: Sites(**{name: ", ".join(map(str, chains[stack, name])) for name in SITE_NAMES})
       for stack in ("encoder_sites", "decoder_sites")})
 
 
