@@ -230,19 +230,23 @@ def plot_all(groups: dict[str, list[Run]], out_dir: Path) -> list[str]:
       ax.set_title(site.replace("_block/block_output", "").replace("_layers", ""), fontsize=7)
       ax.tick_params(labelsize=6)
     axes.flat[0].legend(fontsize=6)
-    fig.suptitle("Duty-cycle histograms per block-output site (end of training)", fontsize=9)
+    fig.suptitle("Duty-cycle histograms per block-output site (end of training, lowest seed)",
+                 fontsize=9)
     save(fig, "duty_histograms.png")
 
   fig, ax = plt.subplots(figsize=(7, 4))
   names = list(groups)
-  train = [np.mean([r.final_train_loss() for r in groups[g]]) for g in names]
-  val = [np.mean([r.final("eval_loss") or np.nan for r in groups[g]]) for g in names]
   x = np.arange(len(names))
-  ax.bar(x - 0.2, train, 0.4, label="train loss (end)")
-  ax.bar(x + 0.2, val, 0.4, label="validation loss")
+  for offset, label, loss in ((-0.2, "train loss (end)", Run.final_train_loss),
+                              (0.2, "validation loss", lambda r: r.final("eval_loss"))):
+    values = [np.array([loss(r) for r in groups[g]], float) for g in names]  # None: nan.
+    ax.bar(x + offset, [v.mean() for v in values], 0.4, label=label,
+           yerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in values], capsize=3)
   ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
-  ax.set(ylabel="loss (label-smoothed cross-entropy)", title="Train–validation gap")
-  ax.legend(fontsize=7)
+  ax.set(ylabel="loss (label-smoothed cross-entropy)",
+         title="Train–validation gap (bars: mean, whiskers: std over seeds)")
+  ax.set_ylim(0, ax.get_ylim()[1] * 1.15)  # Room for the legend above the bars.
+  ax.legend(fontsize=7, loc="upper center", ncol=2)
   save(fig, "train_test_gap.png")
   return written
 
