@@ -249,7 +249,7 @@ def bench_loop(steps: int = 40) -> dict:
 def bench_decode() -> list[dict]:
   """Sentences/s decoding test_2016_flickr: greedy and beam 5, with and without cache."""
   if _RUN_DIR.value:
-    run = eval_lib.load_run(_RUN_DIR.value)
+    run = eval_lib.Translator.from_workdir(_RUN_DIR.value)
     model, variables, sp, c, mesh = run.model, run.variables, run.sp, run.config, run.mesh
   else:
     c = tiny_config.get_config("dropout")

@@ -6,9 +6,19 @@ from homeojax.layers import (HOMEOSTASIS, KWTA, RFBKWTA, Dropout, Mechanism, Sit
 from homeojax.ops import (boost_factors, kwta, num_winners, rfb_kwta, smart_inhibition,
                           threshold, update_duty_cycle)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # The one source of the version (pyproject.toml reads it).
 __all__ = [
-    "HOMEOSTASIS", "KWTA", "RFBKWTA", "Dropout", "Mechanism", "Site", "SmartInhibition",
-    "boost_factors", "decay_beta", "kwta", "num_winners", "parse_chain", "rfb_kwta",
-    "smart_inhibition", "summarize", "summary_json", "threshold", "update_duty_cycle",
+    "HOMEOSTASIS", "KWTA", "RFBKWTA", "Dropout", "Hypothesis", "Mechanism", "Site",
+    "SmartInhibition", "Translator", "boost_factors", "decay_beta", "kwta", "num_winners",
+    "parse_chain", "rfb_kwta", "smart_inhibition", "summarize", "summary_json", "threshold",
+    "update_duty_cycle",
 ]
+
+
+def __getattr__(name: str):
+  """`Translator` and `Hypothesis`, imported on first use (they bring in the data and
+  checkpoint libraries, which the layers alone do not need)."""
+  if name in ("Translator", "Hypothesis"):
+    from homeojax import eval_lib  # pylint: disable=import-outside-toplevel
+    return getattr(eval_lib, name)
+  raise AttributeError(f"module 'homeojax' has no attribute {name!r}")

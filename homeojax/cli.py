@@ -1,13 +1,22 @@
-"""Start-up shared by the command-line tools: one-line errors, logging, multi-host set-up."""
+"""The command-line tools `homeojax-train` and `homeojax-eval` (also `train.py`, `eval.py`)
+and the start-up they share with `homeojax-grid` and `homeojax-report`: one-line errors,
+clean stops on SIGINT/SIGTERM, logging, shipped configs, multi-host set-up.
 
+`python -m homeojax.cli train FLAGS...` and `python -m homeojax.cli eval FLAGS...` run
+them too.
+"""
+
+from __future__ import annotations
+
+import json
 import os
 import sys
 from typing import Callable
 
 from absl import app, flags, logging
 
-from homeojax import sharding
-
+from homeojax import paths, sharding
+from homeojax.process import Interrupted
 
 
 def define_multihost_flags() -> None:
@@ -31,15 +40,35 @@ def start(argv: list[str]) -> None:
 USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 1) -> None:
   print(f"error: {' '.join(message.split())}", file=sys.stderr)
-  sys.exit(1)
+  sys.exit(code)
+
+
+def with_shipped_config(argv: list[str]) -> list[str]:
+  """`argv` with `--config=PATH[:VARIANT]` pointing at the shipped config of that name
+  when PATH is no file (see `paths.find_config`)."""
+  out, i = list(argv), 1
+  while i < len(out):
+    arg = out[i]
+    if arg == "--config" and i + 1 < len(out):
+      i += 1
+      arg, prefix = out[i], ""
+    elif arg.startswith("--config="):
+      arg, prefix = arg[len("--config="):], "--config="
+    else:
+      i += 1
+      continue
+    path, sep, variant = arg.partition(":")
+    out[i] = f"{prefix}{paths.find_config(path)}{sep}{variant}"
+    i += 1
+  return out
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """Parses flags; a bad flag (or a config file that fails to load) is one line."""
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(with_shipped_config(argv))
   except flags.Error as e:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     if "Traceback (most recent call last):" in lines:  # A config file raised: keep its error.
@@ -57,16 +86,98 @@ def unknown_field(e: AttributeError | KeyError) -> str:
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """`app.run(main)`, printing `error: ...` and exiting 1 on a user error.
+  """`app.run(main)`, printing `error: ...` and exiting 1 on a user error, and 128 + the
+  signal's number (130 for Ctrl-C) after a training run stopped by a signal.
 
   Set HOMEOJAX_TRACEBACK=1 to get the full traceback instead.
   """
   def guarded(argv: list[str]) -> None:
     try:
       main(argv)
+    except Interrupted as e:
+      print(str(e), file=sys.stderr)
+      sys.exit(e.exit_code)
     except USER_ERRORS as e:
       if os.environ.get("HOMEOJAX_TRACEBACK"):
         raise
       _fail(str(e))
 
   app.run(guarded, flags_parser=_parse_flags)
+
+
+def train_main() -> None:
+  """`homeojax-train`: trains (or resumes) a run in --workdir; prints the final metrics."""
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  from homeojax import train_lib  # pylint: disable=import-outside-toplevel
+
+  config = config_flags.DEFINE_config_file(
+      "config", None, "Experiment config file (path[:variant]); a name such as tiny or "
+      "configs/tiny.py that is no file names a shipped config.", lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, vocabulary.")
+  progress = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  define_multihost_flags()
+
+  def main(argv: list[str]) -> None:
+    start(argv)
+    record = train_lib.train_and_evaluate(config.value, workdir.value,
+                                          progress=progress.value)
+    print(json.dumps({k: v for k, v in record.items() if not k.startswith("homeostasis/")}))
+
+  run(main)
+
+
+def eval_main() -> None:
+  """`homeojax-eval`: decodes a split or a file with a checkpoint; prints the report."""
+  from homeojax import eval_lib  # pylint: disable=import-outside-toplevel
+
+  workdir = flags.DEFINE_string("workdir", None, "Training run directory.")
+  checkpoint = flags.DEFINE_string("checkpoint", "latest", "latest, best, or a step number.")
+  split = flags.DEFINE_string("split", None, "Multi30K split to decode (e.g. "
+                              "test_2016_flickr).")
+  source = flags.DEFINE_string("source_file", None, "Source sentences, one per line (instead "
+                               "of --split); - reads standard input and writes the "
+                               "hypotheses to standard output.")
+  reference = flags.DEFINE_string("reference_file", None, "Detokenized references for "
+                                  "sacreBLEU.")
+  reference_tok = flags.DEFINE_string("reference_tok_file", None, "Lowercased, tokenized "
+                                      "references for tokenized BLEU.")
+  beam = flags.DEFINE_integer("beam", None, "Beam size (1 is greedy); default from the "
+                              "config.")
+  alpha = flags.DEFINE_float("alpha", None, "Length-penalty exponent; default from the config.")
+  local_dir = flags.DEFINE_string("data_dir", None, "Local Multi30K copy (overrides the "
+                                  "run's).")
+  tokens = flags.DEFINE_integer("tokens_per_batch", None, "Source tokens per decoding batch; "
+                                "default from the config (raise it on a GPU).")
+  output = flags.DEFINE_string("output_dir", None, "Where to write hypotheses and the report.")
+  eval_scale = flags.DEFINE_string("eval_scale", None, "Smart Inhibition at eval: identity or "
+                                   "expected_gain (overrides the run's; names the outputs).")
+  flags.mark_flag_as_required("workdir")
+  define_multihost_flags()
+
+  def main(argv: list[str]) -> None:
+    start(argv)
+    stdin = source.value == "-"
+    report = eval_lib.evaluate(
+        workdir.value, checkpoint=checkpoint.value, split=split.value,
+        source_file=None if stdin else source.value,
+        sources=eval_lib.read_stdin() if stdin else None, reference_file=reference.value,
+        reference_tok_file=reference_tok.value, beam=beam.value, alpha=alpha.value,
+        local_dir=local_dir.value, output_dir=output.value, tokens_per_batch=tokens.value,
+        eval_scale=eval_scale.value)
+    summary = json.dumps({k: v for k, v in report.items()
+                          if k not in ("homeostasis", "hypotheses")}, indent=1)
+    if stdin:  # Standard output carries the translations alone.
+      sys.stdout.write("".join(h + "\n" for h in report["hypotheses"]))
+      print(summary, file=sys.stderr)
+    else:
+      print(summary)
+
+  run(main)
+
+
+if __name__ == "__main__":
+  _COMMAND = sys.argv.pop(1) if len(sys.argv) > 1 else ""
+  if _COMMAND not in ("train", "eval"):
+    _fail(f"usage: python -m homeojax.cli {{train,eval}} FLAGS... (got {_COMMAND!r})")
+  (train_main if _COMMAND == "train" else eval_main)()

@@ -12,7 +12,7 @@ import os
 
 import ml_collections
 
-from homeojax import ops
+from homeojax import ops, paths
 from homeojax.data.multi30k import LANGUAGES, SPLIT_FILES
 from homeojax.layers import with_option
 from homeojax.model import SITE_NAMES, Sites, TransformerConfig
@@ -165,6 +165,16 @@ def with_eval_scale(model_cfg: TransformerConfig, eval_scale: str) -> Transforme
       for stack in ("encoder_sites", "decoder_sites")})
 
 
+def with_absolute_paths(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `c` whose data directories are absolute (`~` expanded), so a checkpoint's
+  config means the same from any directory."""
+  c = c.copy_and_resolve_references()
+  for name in ("local_dir", "tfds_dir"):
+    if c.data[name]:
+      c.data[name] = str(paths.absolute(c.data[name]))
+  return c
+
+
 def validate(c: ml_collections.ConfigDict) -> TransformerConfig:
   """Checks every setting before any expensive work; returns the model config."""
   for lang in ("source_lang", "target_lang"):
@@ -174,7 +184,7 @@ def validate(c: ml_collections.ConfigDict) -> TransformerConfig:
     raise ValueError(f"data.source_lang and data.target_lang are both {c.data.source_lang!r}")
   if c.data.eval_split not in SPLIT_FILES:
     raise ValueError(f"data.eval_split={c.data.eval_split!r} is not one of {tuple(SPLIT_FILES)}")
-  if c.data.local_dir and not os.path.isdir(c.data.local_dir):
+  if c.data.local_dir and not paths.absolute(c.data.local_dir).is_dir():
     raise ValueError(f"data.local_dir={c.data.local_dir!r} is not a directory")
   for name in ("num_train_steps", "log_every", "eval_every", "checkpoint_every",
                "keep_checkpoints"):

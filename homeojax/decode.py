@@ -29,21 +29,26 @@ NEG_INF = -1.0e9
 
 
 def greedy_search(step_fn: StepFn, cache: Any, batch: int, max_len: int,
-                  bos_id: int = BOS_ID, eos_id: int = EOS_ID) -> Array:
-  """The argmax continuation of each row: `[batch, max_len]` ids, padded after EOS."""
+                  bos_id: int = BOS_ID, eos_id: int = EOS_ID) -> tuple[Array, Array]:
+  """The argmax continuation of each row: `(ids [batch, max_len], log-probability
+  [batch])`, ids padded after EOS, the log-probability summed up to EOS (included)."""
 
   def body(state):
-    i, tokens, finished, cache = state
+    i, tokens, logp, finished, cache = state
     logits, cache = step_fn(jax.lax.dynamic_slice_in_dim(tokens, i, 1, axis=1), cache)
-    next_token = jnp.where(finished, PAD_ID, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
+    best = jnp.argmax(logits, axis=-1)
+    best_logp = jnp.max(jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
+    logp = logp + jnp.where(finished, 0.0, best_logp)
+    next_token = jnp.where(finished, PAD_ID, best).astype(jnp.int32)
     tokens = jax.lax.dynamic_update_slice_in_dim(tokens, next_token[:, None], i + 1, axis=1)
-    return i + 1, tokens, finished | (next_token == eos_id), cache
+    return i + 1, tokens, logp, finished | (next_token == eos_id), cache
 
   tokens = jnp.zeros((batch, max_len + 1), jnp.int32).at[:, 0].set(bos_id)
-  state = (jnp.zeros((), jnp.int32), tokens, jnp.zeros((batch,), bool), cache)
-  _, tokens, _, _ = jax.lax.while_loop(
-      lambda s: (s[0] < max_len) & ~jnp.all(s[2]), body, state)
-  return tokens[:, 1:]
+  state = (jnp.zeros((), jnp.int32), tokens, jnp.zeros((batch,), jnp.float32),
+           jnp.zeros((batch,), bool), cache)
+  _, tokens, logp, _, _ = jax.lax.while_loop(
+      lambda s: (s[0] < max_len) & ~jnp.all(s[3]), body, state)
+  return tokens[:, 1:], logp
 
 
 def length_penalty(length: Array | int, alpha: float) -> Array:
@@ -132,14 +137,26 @@ def max_decode_length(src_len: int, model_max_len: int) -> int:
   return min(model_max_len, int(1.5 * src_len) + 10)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "beam", "alpha", "use_cache"))
-def translate(model: nn.Module, variables: dict, src_BxS: Array, *, beam: int = 1,
-              alpha: float = 0.6, use_cache: bool = True) -> Array:
-  """Best translation ids `[B, max_decode_length]` of a source batch (greedy at beam 1).
+def _hypothesis_lengths(ids_BxL: Array, eos_id: int = EOS_ID) -> Array:
+  """Tokens up to and including the first EOS of each row (all of them without one)."""
+  has_eos = jnp.any(ids_BxL == eos_id, axis=-1)
+  return jnp.where(has_eos, jnp.argmax(ids_BxL == eos_id, axis=-1) + 1, ids_BxL.shape[-1])
 
-  `variables` holds `params` and `homeostasis`, read-only. Without the cache, every step
-  re-runs the decoder over the whole prefix (for benchmarks and checks).
+
+@functools.partial(jax.jit, static_argnames=("model", "beam", "alpha", "use_cache", "n_best"))
+def translate(model: nn.Module, variables: dict, src_BxS: Array, *, beam: int = 1,
+              alpha: float = 0.6, use_cache: bool = True,
+              n_best: int = 1) -> tuple[Array, Array]:
+  """The `n_best` best translations of a source batch (greedy at beam 1, where `n_best`
+  must be 1): `(ids [B, n_best, max_decode_length], scores [B, n_best])`, best first.
+
+  A score is the log-probability of the hypothesis (EOS included) divided by the GNMT
+  length penalty `((5 + length) / 6) ** alpha`. `variables` holds `params` and
+  `homeostasis`, read-only. Without the cache, every step re-runs the decoder over the
+  whole prefix (for benchmarks and checks).
   """
+  if not 1 <= n_best <= beam:
+    raise ValueError(f"n_best={n_best} must be between 1 and beam={beam}")
   batch = src_BxS.shape[0]
   max_len = max_decode_length(src_BxS.shape[1], model.cfg.max_len)
   encoded = model.apply(variables, src_BxS, method=model.encode)
@@ -167,15 +184,17 @@ def translate(model: nn.Module, variables: dict, src_BxS: Array, *, beam: int = 
     cache = (jnp.zeros((rows, max_len), jnp.int32), jnp.zeros((), jnp.int32))
 
   if beam == 1:
-    return greedy_search(step_fn, cache, batch, max_len)
-  seqs, _ = beam_search(step_fn, cache, batch, beam, max_len, alpha)
-  return seqs[:, 0]
+    ids, logp = greedy_search(step_fn, cache, batch, max_len)
+    return ids[:, None], (logp / length_penalty(_hypothesis_lengths(ids), alpha))[:, None]
+  seqs, scores = beam_search(step_fn, cache, batch, beam, max_len, alpha)
+  return seqs[:, :n_best], scores[:, :n_best]
 
 
 def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray],
                     sp: Any, *, beam: int, alpha: float, tokens_per_batch: int,
-                    mesh: Mesh, use_cache: bool = True) -> list[str]:
-  """Detokenized translations of the given source ids, in order.
+                    mesh: Mesh, use_cache: bool = True,
+                    n_best: int = 1) -> list[list[tuple[str, float]]]:
+  """The `n_best` `(detokenized text, score)` of each source, in order, best first.
 
   Sources longer than the model's `max_len` (with EOS) are truncated, with a warning.
   """
@@ -187,11 +206,13 @@ def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray]
   longest = max(len(s) for s in sources) + 1
   batcher = Batcher(sources, None, max(tokens_per_batch, longest * mesh.shape["data"]),
                     max_len=max(8, longest), multiple_of=mesh.shape["data"])
-  out = [""] * len(sources)
+  out: list[list[tuple[str, float]]] = [[] for _ in sources]
   for batch in batcher.eval_batches():
     src = sharding.shard_batch({"src": batch["src"]}, mesh)["src"]
-    ids = translate(model, variables, src, beam=beam, alpha=alpha, use_cache=use_cache)
-    for i, text in zip(batch["index"], tokenizer.decode(sp, jax.device_get(ids))):
+    ids, scores = jax.device_get(translate(model, variables, src, beam=beam, alpha=alpha,
+                                           use_cache=use_cache, n_best=n_best))
+    texts = tokenizer.decode(sp, ids.reshape(-1, ids.shape[-1]))
+    for row, i in enumerate(batch["index"]):
       if i >= 0:
-        out[i] = text
+        out[i] = list(zip(texts[row * n_best:(row + 1) * n_best], scores[row].tolist()))
   return out

@@ -1,4 +1,5 @@
-"""Evaluation of a checkpoint: decode a split or files, score BLEU, report homeostasis.
+"""Evaluation of a checkpoint: decode a split or files, score BLEU, report homeostasis; and
+`Translator`, a checkpoint ready to translate text from Python.
 
 The checkpoint carries its config, model config and vocabulary hash, so a run directory
 is all it needs. The homeostasis state is restored and only read.
@@ -8,16 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import jax
 import ml_collections
 
 from homeojax import config as config_lib
 from homeojax import decode as decode_lib
-from homeojax import diagnostics, metrics, sharding, train_lib
+from homeojax import diagnostics, metrics, paths, sharding, train_lib
 from homeojax.data import multi30k, tokenizer
 from homeojax.layers import HOMEOSTASIS
 from homeojax.model import Transformer
@@ -30,7 +33,7 @@ def checkpoint_step(workdir: Path, checkpoint: str) -> tuple[Any, int]:
   which = "best" if checkpoint == "best" else "checkpoints"
   if not (workdir / which).is_dir():
     raise FileNotFoundError(f"no {which}/ directory in {str(workdir)!r}: not a training run")
-  manager = train_lib.Checkpoints(workdir, keep=1 << 30)
+  manager = train_lib.Checkpoints(workdir, keep=None)  # Read-only: safe beside training.
   manager = manager.best if checkpoint == "best" else manager.latest
   steps = manager.all_steps()
   if not steps:
@@ -42,9 +45,21 @@ def checkpoint_step(workdir: Path, checkpoint: str) -> tuple[Any, int]:
   return manager, int(checkpoint)
 
 
+@dataclasses.dataclass(frozen=True)
+class Hypothesis:
+  """A translation and its score: the log-probability of its tokens (EOS included) over
+  the GNMT length penalty `((5 + length) / 6) ** alpha`."""
+  text: str
+  score: float
+
+
 @dataclasses.dataclass
-class Run:
-  """A restored checkpoint, ready to decode."""
+class Translator:
+  """A restored checkpoint, ready to translate.
+
+      translator = Translator.from_workdir("runs/quick", checkpoint="best")
+      translator.translate(["A dog runs."], beam=5)  # [Hypothesis(text=..., score=...)]
+  """
   config: ml_collections.ConfigDict
   step: int
   model: Transformer
@@ -52,86 +67,127 @@ class Run:
   sp: Any  # The run's SentencePiece processor.
   mesh: Any
 
+  @classmethod
+  def from_workdir(cls, workdir: str | Path, checkpoint: str = "latest",
+                   eval_scale: str | None = None) -> Translator:
+    """Restores a run's checkpoint (`latest`, `best` or a step number) onto this host's
+    devices, checking model and vocabulary. `eval_scale` overrides every Smart
+    Inhibition's (`identity` or `expected_gain`)."""
+    workdir = paths.absolute(workdir)
+    manager, step = checkpoint_step(workdir, checkpoint)
+    meta = train_lib.read_meta(manager, step)
+    c = ml_collections.ConfigDict(meta["config"])
+    model_cfg = config_lib.model_config(c)
+    vocab_path = workdir / meta["vocab"]
+    if not vocab_path.is_file():
+      raise FileNotFoundError(f"vocabulary {str(vocab_path)!r} of the checkpoint is missing")
+    current = {"model": dataclasses.asdict(model_cfg), "vocab": vocab_path.name,
+               "vocab_sha256": train_lib.file_sha256(vocab_path)}
+    train_lib.check_compatible(meta, current)
+    if eval_scale is not None:
+      model_cfg = config_lib.with_eval_scale(model_cfg, eval_scale)
+    mesh = sharding.make_mesh()
+    model = Transformer(model_cfg)
+    optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
+    abstract = train_lib.abstract_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
+    variables = train_lib.restore_fields(
+        manager, step, {"params": abstract.params, HOMEOSTASIS: abstract.homeostasis})
+    return cls(c, step, model, variables, tokenizer.load(vocab_path), mesh)
 
-def load_run(workdir: str | Path, checkpoint: str = "latest",
-             eval_scale: str | None = None) -> Run:
-  """Restores a run's checkpoint onto this host's devices, checking model and vocabulary.
+  @overload
+  def translate(self, texts: Sequence[str], *, beam: int | None = None,
+                alpha: float | None = None, n_best: None = None,
+                tokens_per_batch: int | None = None) -> list[Hypothesis]: ...
 
-  `eval_scale` overrides every Smart Inhibition's (`identity` or `expected_gain`).
-  """
-  workdir = Path(workdir)
-  manager, step = checkpoint_step(workdir, checkpoint)
-  meta = train_lib.read_meta(manager, step)
-  c = ml_collections.ConfigDict(meta["config"])
-  model_cfg = config_lib.model_config(c)
-  vocab_path = workdir / meta["vocab"]
-  if not vocab_path.is_file():
-    raise FileNotFoundError(f"vocabulary {str(vocab_path)!r} of the checkpoint is missing")
-  current = {"model": dataclasses.asdict(model_cfg), "vocab": vocab_path.name,
-             "vocab_sha256": train_lib.file_sha256(vocab_path)}
-  train_lib.check_compatible(meta, current)
-  if eval_scale is not None:
-    model_cfg = config_lib.with_eval_scale(model_cfg, eval_scale)
-  mesh = sharding.make_mesh()
-  model = Transformer(model_cfg)
-  optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
-  abstract = train_lib.abstract_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
-  variables = train_lib.restore_fields(
-      manager, step, {"params": abstract.params, HOMEOSTASIS: abstract.homeostasis})
-  return Run(c, step, model, variables, tokenizer.load(vocab_path), mesh)
+  @overload
+  def translate(self, texts: Sequence[str], *, beam: int | None = None,
+                alpha: float | None = None, n_best: int,
+                tokens_per_batch: int | None = None) -> list[list[Hypothesis]]: ...
+
+  def translate(self, texts, *, beam=None, alpha=None, n_best=None, tokens_per_batch=None):
+    """The best translation of each text or, with `n_best=n`, its n best (n <= beam),
+    best first. `beam`, `alpha` and `tokens_per_batch` default to the run's config."""
+    if isinstance(texts, str):
+      raise TypeError("texts must be a sequence of strings, not one string")
+    beam = self.config.decode.beam_size if beam is None else beam
+    alpha = self.config.decode.length_penalty if alpha is None else alpha
+    tokens_per_batch = tokens_per_batch or self.config.decode.tokens_per_batch
+    if beam < 1:
+      raise ValueError(f"beam={beam} must be >= 1")
+    if n_best is not None and not 1 <= n_best <= beam:
+      raise ValueError(f"n_best={n_best} must be between 1 and beam={beam}")
+    if tokens_per_batch < 1:
+      raise ValueError(f"tokens_per_batch={tokens_per_batch} must be >= 1")
+    if not texts:
+      return []
+    found = decode_lib.translate_split(
+        self.model, self.variables, tokenizer.encode(self.sp, list(texts)), self.sp,
+        beam=beam, alpha=alpha, tokens_per_batch=tokens_per_batch, mesh=self.mesh,
+        n_best=n_best or 1)
+    found = [[Hypothesis(text, score) for text, score in hyps] for hyps in found]
+    return [hyps[0] for hyps in found] if n_best is None else found
+
+
+def read_stdin() -> list[str]:
+  """The lines of standard input (UTF-8, none empty)."""
+  lines = multi30k.parse_lines(sys.stdin.buffer.read(), "standard input")
+  if not lines:
+    raise ValueError("standard input holds no sentence to translate")
+  return lines
 
 
 def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | None = None,
-             source_file: str | None = None, reference_file: str | None = None,
-             reference_tok_file: str | None = None, beam: int | None = None,
-             alpha: float | None = None, local_dir: str | None = None,
-             output_dir: str | None = None, tokens_per_batch: int | None = None,
+             source_file: str | None = None, sources: Sequence[str] | None = None,
+             reference_file: str | None = None, reference_tok_file: str | None = None,
+             beam: int | None = None, alpha: float | None = None,
+             local_dir: str | None = None, output_dir: str | None = None,
+             tokens_per_batch: int | None = None,
              eval_scale: str | None = None) -> dict[str, Any]:
-  """Decodes and scores; writes hypotheses and a JSON report; returns the report."""
-  workdir = Path(workdir)
-  if (split is None) == (source_file is None):
+  """Decodes one of a split, a source file or the given `sources` (named `stdin`), and
+  scores it; writes hypotheses and a JSON report; returns the report, whose `hypotheses`
+  (not in the written report) are the translations."""
+  workdir = paths.absolute(workdir)
+  if sum(x is not None for x in (split, source_file, sources)) != 1:
     raise ValueError("give exactly one of split or source_file (--split, --source_file)")
   if split is not None and split not in multi30k.SPLIT_FILES:
     raise ValueError(f"split={split!r} is not one of {tuple(multi30k.SPLIT_FILES)}")
   for path in (source_file, reference_file, reference_tok_file):
-    if path is not None and not Path(path).is_file():
+    if path is not None and not paths.absolute(path).is_file():
       raise FileNotFoundError(f"file {path!r} does not exist")
   if beam is not None and beam < 1:
     raise ValueError(f"beam={beam} must be >= 1")
   if tokens_per_batch is not None and tokens_per_batch < 1:
     raise ValueError(f"tokens_per_batch={tokens_per_batch} must be >= 1")
-  run = load_run(workdir, checkpoint, eval_scale)
-  c, step = run.config, run.step
+  translator = Translator.from_workdir(workdir, checkpoint, eval_scale)
+  c, step = translator.config, translator.step
   beam = beam or c.decode.beam_size
   alpha = c.decode.length_penalty if alpha is None else alpha
 
+  read = lambda path: multi30k.read_lines(paths.absolute(path)) if path else None
   if split is not None:
     texts = multi30k.load(c.data.source_lang, c.data.target_lang, (split,),
                           c.data.tfds_dir or str(workdir / "tfds"),
                           local_dir or c.data.local_dir or None)[split]
     name = split
   else:
-    texts = {"source": multi30k.read_lines(source_file),
-             "target": multi30k.read_lines(reference_file) if reference_file else None,
-             "target_tok": multi30k.read_lines(reference_tok_file) if reference_tok_file
-                           else None}
-    name = Path(source_file).name
+    texts = {"source": list(sources) if sources is not None else read(source_file),
+             "target": read(reference_file), "target_tok": read(reference_tok_file)}
+    name = "stdin" if sources is not None else paths.absolute(source_file).name
     for key in ("target", "target_tok"):
       if texts[key] is not None and len(texts[key]) != len(texts["source"]):
         raise ValueError(f"{len(texts['source'])} sources but {len(texts[key])} {key} lines")
 
   start = time.time()
-  hyps = decode_lib.translate_split(
-      run.model, run.variables, tokenizer.encode(run.sp, texts["source"]), run.sp,
-      beam=beam, alpha=alpha, tokens_per_batch=tokens_per_batch or c.decode.tokens_per_batch,
-      mesh=run.mesh)
+  hyps = [h.text for h in translator.translate(texts["source"], beam=beam, alpha=alpha,
+                                                tokens_per_batch=tokens_per_batch)]
   seconds = time.time() - start
 
-  out_dir = Path(output_dir) if output_dir else workdir / "eval" / f"step_{step}"
+  out_dir = (paths.absolute(output_dir) if output_dir
+             else workdir / "eval" / f"step_{step}")
   out_dir.mkdir(parents=True, exist_ok=True)
   # With --eval_scale, beside (not over) the evaluation as trained.
   stem = f"{name}{f'.{eval_scale}' if eval_scale else ''}.beam{beam}"
-  (out_dir / f"{stem}.hyp.txt").write_text("".join(h + "\n" for h in hyps))
+  (out_dir / f"{stem}.hyp.txt").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
   report: dict[str, Any] = {
       "workdir": str(workdir), "step": step, "checkpoint": checkpoint, "data": name,
       "sentences": len(hyps), "beam": beam, "alpha": alpha, "decode_seconds": seconds,
@@ -140,6 +196,7 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
     report["sacrebleu"] = metrics.sacrebleu_score(hyps, texts["target"])
   if texts["target_tok"]:
     report["bleu_tok"] = metrics.tokenized_bleu(hyps, texts["target_tok"], c.data.target_lang)
-  report["homeostasis"] = diagnostics.summary_json(jax.device_get(run.variables[HOMEOSTASIS]))
-  (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1))
-  return report
+  report["homeostasis"] = diagnostics.summary_json(
+      jax.device_get(translator.variables[HOMEOSTASIS]))
+  (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+  return {**report, "hypotheses": hyps}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import shlex
 import json
 import shutil
 import subprocess
@@ -25,11 +26,12 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-from homeojax import cli
+from homeojax import cli, paths
 from homeojax import config as config_lib
 
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent
+COMMAND = (sys.executable, "-m", "homeojax.cli")  # `train` or `eval` follows.
 COPIED = ("metrics.jsonl", "train.log", "eval.log")
 
 
@@ -92,12 +94,12 @@ def _git_commit() -> str:
 
 
 def _run_logged(command: list[str], log: Path) -> float:
-  """Runs `command` from the source dir, appending its output to `log`; returns seconds."""
+  """Runs `command`, appending its output to `log`; returns seconds."""
   start = time.time()
-  with open(log, "a") as f:
-    f.write(f"$ {' '.join(command)}\n")
+  with open(log, "a", encoding="utf-8") as f:
+    f.write(f"$ {shlex.join(command)}\n")
     f.flush()
-    code = subprocess.call(command, cwd=SOURCE_DIR, stdout=f, stderr=subprocess.STDOUT)
+    code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT)
   if code:
     raise ChildProcessError(f"{' '.join(command)} exited with {code}; see {log}")
   return time.time() - start
@@ -108,11 +110,11 @@ def execute(run: Run, config: str, sets: list[tuple[str, str]], runs_dir: Path,
   """Trains and evaluates one run, copies its outputs; returns its `run.json` record."""
   workdir = runs_dir / run.name
   workdir.mkdir(parents=True, exist_ok=True)
-  train = [sys.executable, "train.py", f"--config={config}:{run.variant}",
+  train = [*COMMAND, "train", f"--config={config}:{run.variant}",
            f"--workdir={workdir}", f"--config.seed={run.seed}", "--progress=false"]
   train += [f"--config.{k}={v}" for k, v in (*sets, *run.overrides)]
-  evaluate = [sys.executable, "eval.py", f"--workdir={workdir}", f"--split={split}",
-              f"--beam={beam}", "--output_dir", str(workdir / "final")]
+  evaluate = [*COMMAND, "eval", f"--workdir={workdir}", f"--split={split}",
+              f"--beam={beam}", f"--output_dir={workdir / 'final'}"]
   train_seconds = _run_logged(train, workdir / "train.log")
   eval_seconds = _run_logged(evaluate, workdir / "eval.log")
   out = results_dir / run.name
@@ -122,8 +124,8 @@ def execute(run: Run, config: str, sets: list[tuple[str, str]], runs_dir: Path,
   for path in (workdir / "final").iterdir():
     shutil.copy(path, out / path.name)
   record = {"name": run.name, "variant": run.variant, "seed": run.seed,
-            "overrides": dict(sets + list(run.overrides)), "train_command": " ".join(train),
-            "eval_command": " ".join(evaluate), "train_seconds": train_seconds,
+            "overrides": dict(sets + list(run.overrides)), "train_command": shlex.join(train),
+            "eval_command": shlex.join(evaluate), "train_seconds": train_seconds,
             "eval_seconds": eval_seconds, "source_commit": _git_commit()}
   (out / "run.json").write_text(json.dumps(record, indent=1) + "\n")
   return record
@@ -144,41 +146,48 @@ def commit(path: Path, message: str) -> None:
   print(f"warning: could not commit {path}", file=sys.stderr)
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  sets = [parse_assignment(s) for s in _SETS.value]
-  runs = plan(_VARIANTS.value, _SEEDS.value, _SWEEP.value)
-  config = str(Path(_CONFIG.value).resolve())
+  f = flags.FLAGS
+  sets = [parse_assignment(s) for s in f.set]
+  runs = plan(f.variants, f.seeds, f.sweep)
+  config = paths.find_config(f.config)
   if not Path(config).is_file():
-    raise FileNotFoundError(f"config file {_CONFIG.value!r} does not exist")
+    raise FileNotFoundError(f"config file {f.config!r} does not exist")
   check_configs(runs, config, sets)
-  runs_dir, results_dir = Path(_RUNS_DIR.value).resolve(), Path(_RESULTS_DIR.value).resolve()
+  runs_dir, results_dir = paths.absolute(f.runs_dir), paths.absolute(f.results_dir)
   for i, run in enumerate(runs):
     done = (results_dir / run.name / "run.json").exists()
     print(f"[{i + 1}/{len(runs)}] {run.name}: {'done' if done else 'to run'}", flush=True)
-    if done or _DRY_RUN.value:
+    if done or f.dry_run:
       continue
-    record = execute(run, config, sets, runs_dir, results_dir, _SPLIT.value, _BEAM.value)
+    record = execute(run, config, sets, runs_dir, results_dir, f.split, f.beam)
     print(f"  finished in {record['train_seconds'] / 60:.1f} + "
           f"{record['eval_seconds'] / 60:.1f} min", flush=True)
-    if _COMMIT.value:
+    if f.commit:
       commit(results_dir / run.name, f"Result: {results_dir.name}/{run.name} "
-             f"({_CONFIG.value}, {_SPLIT.value}, beam {_BEAM.value})")
+             f"({f.config}, {f.split}, beam {f.beam})")
 
 
-if __name__ == "__main__":  # Flags only for the command line: the module stays importable.
-  _CONFIG = flags.DEFINE_string("config", None, "Experiment config file (no variant suffix).")
-  _VARIANTS = flags.DEFINE_list("variants", None, f"Variants, from {tuple(config_lib.VARIANTS)}.")
-  _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds.")
-  _SETS = flags.DEFINE_multi_string("set", [], "FIELD=VALUE config override for every run.")
-  _SWEEP = flags.DEFINE_multi_string("sweep", [], "FIELD=V1,V2,...: one run per value; "
-                                     "several --sweep flags are crossed.")
-  _RUNS_DIR = flags.DEFINE_string("runs_dir", None, "Where the training work dirs go.")
-  _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where each run's outputs are copied.")
-  _SPLIT = flags.DEFINE_string("split", "validation", "Split eval.py decodes at the end.")
-  _BEAM = flags.DEFINE_integer("beam", 5, "Beam size of the final evaluation.")
-  _COMMIT = flags.DEFINE_bool("commit", False, "git-commit each finished run's results folder.")
-  _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the runs and their state; run nothing.")
+def console_main() -> None:
+  """`homeojax-grid`, also `python -m homeojax.grid`: defines the flags and runs `main`."""
+  flags.DEFINE_string("config", None, "Experiment config file (no variant suffix); a name "
+                      "such as tiny names a shipped config.")
+  flags.DEFINE_list("variants", None, f"Variants, from {tuple(config_lib.VARIANTS)}.")
+  flags.DEFINE_list("seeds", ["0"], "Seeds.")
+  flags.DEFINE_multi_string("set", [], "FIELD=VALUE config override for every run.")
+  flags.DEFINE_multi_string("sweep", [], "FIELD=V1,V2,...: one run per value; several "
+                            "--sweep flags are crossed.")
+  flags.DEFINE_string("runs_dir", None, "Where the training work dirs go.")
+  flags.DEFINE_string("results_dir", None, "Where each run's outputs are copied.")
+  flags.DEFINE_string("split", "validation", "Split eval.py decodes at the end.")
+  flags.DEFINE_integer("beam", 5, "Beam size of the final evaluation.")
+  flags.DEFINE_bool("commit", False, "git-commit each finished run's results folder.")
+  flags.DEFINE_bool("dry_run", False, "Print the runs and their state; run nothing.")
   flags.mark_flags_as_required(["config", "variants", "runs_dir", "results_dir"])
   cli.run(main)
+
+
+if __name__ == "__main__":
+  console_main()

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from homeojax import cli
+from homeojax import cli, paths
 
 BEGIN, END = "<!-- report:{} -->", "<!-- /report:{} -->"  # Around a section of --doc.
 # BLEU reported by the paper (on a 0-1 scale) per variant, and the split it is on.
@@ -254,44 +254,52 @@ def plot_all(groups: dict[str, list[Run]], out_dir: Path) -> list[str]:
 def main(argv):
   if len(argv) < 2:
     raise app.UsageError("give one or more run directories")
-  runs = [load_run(p) for p in argv[1:]]
+  f = flags.FLAGS
+  runs = [load_run(paths.absolute(p)) for p in argv[1:]]
   groups = groups_of(runs)
-  baseline = _BASELINE.value
+  baseline = f.baseline
   if baseline and baseline not in groups:
     raise ValueError(f"--baseline={baseline!r} is not among the runs' groups {list(groups)}; "
                      "give one of them, or --baseline= for no comparison")
   found = sorted({split for r in runs for split in r.evals})
-  if found and _SPLIT.value not in found:
-    raise ValueError(f"--split={_SPLIT.value!r}: no run has an evaluation of it (found: "
+  if found and f.split not in found:
+    raise ValueError(f"--split={f.split!r}: no run has an evaluation of it (found: "
                      f"{', '.join(found)})")
-  begin, end = BEGIN.format(_SECTION.value), END.format(_SECTION.value)
-  doc = Path(_DOC.value).read_text() if _DOC.value else None
+  begin, end = BEGIN.format(f.section), END.format(f.section)
+  doc_path = paths.absolute(f.doc) if f.doc else None
+  doc = doc_path.read_text(encoding="utf-8") if doc_path else None
   if doc is not None and (begin not in doc or end not in doc):
-    raise ValueError(f"{_DOC.value!r} has no {begin} ... {end} section")
-  out_dir = Path(_OUT_DIR.value)
-  refs = references(_DATA_DIR.value, _SPLIT.value) if _DATA_DIR.value else None
+    raise ValueError(f"{f.doc!r} has no {begin} ... {end} section")
+  out_dir = paths.absolute(f.out_dir)
+  refs = references(str(paths.absolute(f.data_dir)), f.split) if f.data_dir else None
   plots = plot_all(groups, out_dir)
-  rel = Path(os.path.relpath(out_dir, Path(_DOC.value).parent) if _DOC.value else out_dir)
-  parts = [f"Runs: {len(runs)} in {len(groups)} groups.", bleu_table(groups, _SPLIT.value)]
+  rel = Path(os.path.relpath(out_dir, doc_path.parent)) if doc_path else out_dir
+  parts = [f"Runs: {len(runs)} in {len(groups)} groups.", bleu_table(groups, f.split)]
   if baseline:
-    parts.append(significance_table(groups, baseline, _SPLIT.value, refs) or
+    parts.append(significance_table(groups, baseline, f.split, refs) or
                  f"(No run shares a seed with a {baseline!r} run.)")
   parts.append("\n".join(f"![{p}]({rel / p})" for p in plots))
   text = "\n\n".join(parts) + "\n"
-  (out_dir / "report.md").write_text(text)
+  (out_dir / "report.md").write_text(text, encoding="utf-8")
   if doc is not None:
     head, rest = doc.split(begin, 1)
-    Path(_DOC.value).write_text(f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}")
+    doc_path.write_text(f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}",
+                        encoding="utf-8")
   print(text)
 
 
-if __name__ == "__main__":  # Flags only for the command line: the module stays importable.
-  _OUT_DIR = flags.DEFINE_string("out_dir", "report", "Where the tables (report.md) and PNGs go.")
-  _SPLIT = flags.DEFINE_string("split", "test_2016_flickr", "Split of the final table.")
-  _BASELINE = flags.DEFINE_string("baseline", "dropout", "Group the others are compared "
-                                  "with; empty for no comparison.")
-  _DATA_DIR = flags.DEFINE_string("data_dir", None, "Local Multi30K copy, for the references "
-                                  "of the paired bootstrap (skipped without it).")
-  _DOC = flags.DEFINE_string("doc", None, "Markdown file whose report section is replaced.")
-  _SECTION = flags.DEFINE_string("section", "grid", "Name of that section.")
+def console_main() -> None:
+  """`homeojax-report`, also `python -m homeojax.report`: defines the flags, runs `main`."""
+  flags.DEFINE_string("out_dir", "report", "Where the tables (report.md) and PNGs go.")
+  flags.DEFINE_string("split", "test_2016_flickr", "Split of the final table.")
+  flags.DEFINE_string("baseline", "dropout", "Group the others are compared with; empty "
+                      "for no comparison.")
+  flags.DEFINE_string("data_dir", None, "Local Multi30K copy, for the references of the "
+                      "paired bootstrap (skipped without it).")
+  flags.DEFINE_string("doc", None, "Markdown file whose report section is replaced.")
+  flags.DEFINE_string("section", "grid", "Name of that section.")
   cli.run(main)
+
+
+if __name__ == "__main__":
+  console_main()

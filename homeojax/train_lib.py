@@ -11,6 +11,7 @@ sees the same data as an uninterrupted one.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -32,7 +33,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from homeojax import config as config_lib
 from homeojax import decode as decode_lib
-from homeojax import diagnostics, metrics, sharding
+from homeojax import diagnostics, metrics, paths, process, sharding
+from homeojax.process import Interrupted
 from homeojax.data import multi30k, tokenizer
 from homeojax.data.batching import Batcher
 from homeojax.data.tokenizer import PAD_ID
@@ -163,14 +165,21 @@ def file_sha256(path: Path) -> str:
 
 
 class Checkpoints:
-  """The latest `keep` checkpoints, and the best by validation BLEU, with JSON metadata."""
+  """The latest `keep` checkpoints, and the best by validation BLEU, with JSON metadata.
 
-  def __init__(self, workdir: Path, keep: int):
-    options = lambda **kw: ocp.CheckpointManagerOptions(create=True, **kw)
-    self.latest = ocp.CheckpointManager(workdir / "checkpoints", options=options(
-        max_to_keep=keep))
+  A reader (`keep=None`) never writes or deletes, so it may run beside the trainer: it
+  sees only complete checkpoints (Orbax writes each to a temporary directory and renames
+  it when complete).
+  """
+
+  def __init__(self, workdir: Path, keep: int | None):
+    def options(max_to_keep, **kw):
+      if keep is None:
+        return ocp.CheckpointManagerOptions(read_only=True, **kw)
+      return ocp.CheckpointManagerOptions(create=True, max_to_keep=max_to_keep, **kw)
+    self.latest = ocp.CheckpointManager(workdir / "checkpoints", options=options(keep))
     self.best = ocp.CheckpointManager(workdir / "best", options=options(
-        max_to_keep=1, best_fn=lambda m: m["bleu"], best_mode="max"))
+        1, best_fn=lambda m: m["bleu"], best_mode="max"))
 
   def save(self, state: TrainState, meta: dict, bleu: float | None = None) -> None:
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -290,10 +299,20 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
                        progress: bool = True) -> dict:
   """Trains (resuming from the latest checkpoint in `workdir`) and returns final metrics."""
   model_cfg = config_lib.validate(c)  # Before any data preparation or compilation.
-  workdir = Path(workdir)
+  c = config_lib.with_absolute_paths(c)  # Recorded in checkpoints: eval may run elsewhere.
+  workdir = paths.absolute(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise NotADirectoryError(f"work dir {str(workdir)!r} is not a directory")
   workdir.mkdir(parents=True, exist_ok=True)
+  main_process = jax.process_index() == 0  # Only process 0 writes logs and locks.
+  with (process.workdir_lock(workdir) if main_process else contextlib.nullcontext(),
+        process.StopSignals() as stop):
+    return _train(c, model_cfg, workdir, stop, progress)
+
+
+def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
+           stop: process.StopSignals, progress: bool) -> dict:
+  """The body of `train_and_evaluate`, with the work dir locked and signals caught."""
   checkpoints = Checkpoints(workdir, c.keep_checkpoints)
   if (latest := checkpoints.latest.latest_step()) is not None:
     try:  # A changed model fails here, before data preparation; the vocabulary is later.
@@ -344,10 +363,11 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
       out = eval_step(state.params, state.homeostasis, sharding.shard_batch(batch, mesh))
       sums = {k: sums[k] + float(v) for k, v in out.items()}
     n = c.data.eval_sentences or len(sources)
-    hyps = decode_lib.translate_split(model, {"params": state.params, HOMEOSTASIS: state.homeostasis},
-                           sources[:n], data.sp, beam=c.decode.eval_beam_size,
-                           alpha=c.decode.length_penalty,
-                           tokens_per_batch=c.decode.tokens_per_batch, mesh=mesh)
+    best = decode_lib.translate_split(
+        model, {"params": state.params, HOMEOSTASIS: state.homeostasis}, sources[:n],
+        data.sp, beam=c.decode.eval_beam_size, alpha=c.decode.length_penalty,
+        tokens_per_batch=c.decode.tokens_per_batch, mesh=mesh)
+    hyps = [n_best[0][0] for n_best in best]
     texts = data.texts[split]
     return {"eval_loss": sums["loss"] / sums["tokens"],
             "eval_accuracy": sums["correct"] / sums["tokens"],
@@ -360,6 +380,8 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
   record: dict = {}
   batches = batcher.train_batches(start)
   try:
+    if stop.received:  # During preparation or compilation: nothing new to save.
+      raise Interrupted(stop.received, stop.exit_code, start, str(workdir / "checkpoints"))
     for step in range(start + 1, c.num_train_steps + 1):
       batch = next(batches)
       with jax.transfer_guard_device_to_host("disallow"):  # No hidden host syncs per step.
@@ -367,7 +389,8 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
       pending.append(stats)
       if c.regularizer.beta_decay != 1.0 and step % len(batcher) == 0:  # An epoch ended.
         state = end_epoch(state)
-      save = step % c.checkpoint_every == 0 or step == c.num_train_steps
+      save = (step % c.checkpoint_every == 0 or step == c.num_train_steps
+              or stop.received is not None)
       if save or step % c.log_every == 0:
         fetched = jax.device_get(pending)
         check_finite_steps(fetched, step - len(fetched) + 1, state, workdir / "checkpoints")
@@ -394,6 +417,8 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str | os.PathLike,
                                    f"good checkpoint is kept in {workdir / 'checkpoints'}")
         checkpoints.save(state, {**meta, "step": step},
                          bleu=record.get("eval_bleu") if record.get("step") == step else None)
+      if stop.received:
+        raise Interrupted(stop.received, stop.exit_code, step, str(workdir / "checkpoints"))
   finally:  # Saves in flight complete, also when training stops on an error.
     checkpoints.wait()
   bar.close()

@@ -32,7 +32,7 @@ def expected_gain(state: dict, sparsity: float) -> np.ndarray:
 
 def validation(workdir: Path, eval_scale: str) -> dict:
   """Validation loss (teacher forcing) and beam-5 BLEU of the run's latest checkpoint."""
-  run = eval_lib.load_run(workdir, eval_scale=eval_scale)
+  run = eval_lib.Translator.from_workdir(workdir, eval_scale=eval_scale)
   c = run.config
   sources, targets = train_lib.prepare_data(c, workdir, ("validation",)).ids["validation"]
   batcher = Batcher(sources, targets, c.data.tokens_per_batch, c.model.max_len,
@@ -51,7 +51,7 @@ def validation(workdir: Path, eval_scale: str) -> dict:
 
 
 def main(workdir: Path, out: Path) -> None:
-  run = eval_lib.load_run(workdir)
+  run = eval_lib.Translator.from_workdir(workdir)
   sparsity = run.config.regularizer.dropout  # Smart Inhibition's s in the variants.
   gains = np.concatenate([
       expected_gain(state, sparsity).ravel()

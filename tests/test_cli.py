@@ -44,7 +44,7 @@ def test_eval_decodes_a_split_and_files(trained_run, fake_multi30k, tmp_path):
 
 def test_load_run_restores_exactly_the_trained_params_and_homeostasis(trained_run):
   workdir, _, _ = trained_run
-  loaded = eval_lib.load_run(workdir)
+  loaded = eval_lib.Translator.from_workdir(workdir)
   assert loaded.step == 4 and set(loaded.variables) == {"params", "homeostasis"}
   c = loaded.config
   optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)

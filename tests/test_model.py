@@ -134,22 +134,30 @@ def test_eval_scale_override_sets_only_smart_inhibition_and_trains_alike():
 @pytest.mark.parametrize("beam", [1, 3])
 def test_cache_and_no_cache_decode_alike(model_and_vars, beam):
   model, variables, src, _ = model_and_vars
-  with_cache = decode.translate(model, variables, src, beam=beam)
-  without = decode.translate(model, variables, src, beam=beam, use_cache=False)
-  np.testing.assert_array_equal(with_cache, without)
+  ids, scores = decode.translate(model, variables, src, beam=beam, n_best=beam)
+  ids_without, scores_without = decode.translate(model, variables, src, beam=beam,
+                                                 use_cache=False, n_best=beam)
+  np.testing.assert_array_equal(ids, ids_without)
+  np.testing.assert_allclose(scores, scores_without, rtol=1e-5)
+  assert ids.shape[:2] == scores.shape == (src.shape[0], beam)
+  assert np.all(np.diff(np.asarray(scores), axis=1) <= 0)  # Best first.
 
 
 def test_beam_one_equals_greedy(model_and_vars):
   model, variables, src, _ = model_and_vars
-  np.testing.assert_array_equal(decode.translate(model, variables, src, beam=1),
-                                decode.translate(model, variables, src, beam=1, alpha=0.0))
-  # beam_search itself at beam 1 without length penalty is greedy.
-  table = jax.random.normal(KEY, (6, 6)) * 2
+  ids, scores = decode.translate(model, variables, src, beam=1)
+  ids0, logp = decode.translate(model, variables, src, beam=1, alpha=0.0)
+  np.testing.assert_array_equal(ids, ids0)
+  lengths = decode._hypothesis_lengths(ids[:, 0])  # pylint: disable=protected-access
+  np.testing.assert_allclose(scores[:, 0], logp[:, 0] / ((5 + lengths) / 6) ** 0.6, rtol=1e-6)
+  # beam_search itself at beam 1 without length penalty is greedy, with the same score.
+  table = jax.nn.log_softmax(jax.random.normal(KEY, (6, 6)) * 2)
   step = lambda tokens, cache: (table[tokens[:, 0]], cache)
-  greedy = decode.greedy_search(step, (), batch=1, max_len=5, bos_id=0, eos_id=1)
-  beam, _ = decode.beam_search(step, (), batch=1, beam=1, max_len=5, alpha=0.0, bos_id=0,
-                               eos_id=1)
+  greedy, greedy_logp = decode.greedy_search(step, (), batch=1, max_len=5, bos_id=0, eos_id=1)
+  beam, beam_scores = decode.beam_search(step, (), batch=1, beam=1, max_len=5, alpha=0.0,
+                                         bos_id=0, eos_id=1)
   np.testing.assert_array_equal(greedy, beam[:, 0])
+  np.testing.assert_allclose(greedy_logp, beam_scores[:, 0], rtol=1e-6)
 
 
 def test_beam_search_finds_the_best_sequence_of_a_toy_scorer():
@@ -177,10 +185,11 @@ def test_greedy_fails_where_beam_succeeds():
   logp = np.log(np.array([[1e-9, 1e-9, 0.6, 0.4], [.25] * 4, [1e-9, .34, .33, .33],
                           [1e-9, 1 - 2e-9, 1e-9, 1e-9]]))
   step = lambda tokens, cache: (jnp.asarray(logp)[tokens[:, 0]], cache)
-  greedy = decode.greedy_search(step, (), batch=1, max_len=3, bos_id=0, eos_id=1)
+  greedy, greedy_logp = decode.greedy_search(step, (), batch=1, max_len=3, bos_id=0, eos_id=1)
   seqs, _ = decode.beam_search(step, (), batch=1, beam=2, max_len=3, alpha=0.0, bos_id=0,
                                eos_id=1)
   assert list(np.asarray(greedy[0, :2])) == [2, 1]
+  np.testing.assert_allclose(greedy_logp, [np.log(0.6) + np.log(0.34)], rtol=1e-6)
   assert list(np.asarray(seqs[0, 0, :2])) == [3, 1]
 
 
@@ -211,7 +220,8 @@ def test_tiny_model_learns_to_reverse():
   for _ in range(600):
     state, _ = step(state, batch(64))
   test = batch(200)
-  out = np.asarray(decode.translate(model, {"params": state.params}, jnp.asarray(test["src"])))
+  out = np.asarray(decode.translate(model, {"params": state.params},
+                                    jnp.asarray(test["src"]))[0][:, 0])
   lengths = (test["tgt_out"] != 0).sum(1)
   exact = [np.array_equal(out[i, :n], test["tgt_out"][i, :n]) for i, n in enumerate(lengths)]
   assert np.mean(exact) >= 0.9

@@ -19,6 +19,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import gcs_utils
 
+from homeojax import paths
+
 gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access  # Never look up GCS.
 
 BASE_URL = "https://github.com/multi30k/dataset/raw/master/data/task1/"
@@ -60,18 +62,23 @@ def read_lines(path: str | os.PathLike) -> list[str]:
   path = Path(path)
   opener = gzip.open if path.suffix == ".gz" else open
   with opener(path, "rb") as f:
-    data = f.read()
+    return parse_lines(f.read(), str(path))
+
+
+def parse_lines(data: bytes, name: str) -> list[str]:
+  """The lines of UTF-8 `data`; ValueError naming `name` and the line if one is invalid
+  UTF-8 or empty."""
   try:
     text = data.decode("utf-8")
   except UnicodeDecodeError as e:
     line = data[:e.start].count(b"\n") + 1
-    raise ValueError(f"{path}: invalid UTF-8 at line {line} (byte {e.start})") from None
+    raise ValueError(f"{name}: invalid UTF-8 at line {line} (byte {e.start})") from None
   lines = text.split("\n")
   if lines and lines[-1] == "":
     lines.pop()
   for number, line in enumerate(lines, 1):
     if not line.strip():
-      raise ValueError(f"{path}: line {number} is empty")
+      raise ValueError(f"{name}: line {number} is empty")
   return lines
 
 
@@ -162,7 +169,9 @@ def load(source: str, target: str, splits: Sequence[str], tfds_dir: str,
   if source == target:
     raise ValueError(f"source and target language are both {source!r}")
   wanted = tuple(dict.fromkeys((*DEFAULT_SPLITS, *splits)))
-  builder = Multi30k(config=f"{source}-{target}", data_dir=tfds_dir, local_dir=local_dir,
+  local_dir = str(paths.absolute(local_dir)) if local_dir else None
+  builder = Multi30k(config=f"{source}-{target}", data_dir=str(paths.absolute(tfds_dir)),
+                     local_dir=local_dir,
                      splits=wanted, file_format="array_record")  # No TensorFlow needed.
   mode = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
   if builder.is_prepared() and not set(wanted) <= set(builder.info.splits):

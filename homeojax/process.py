@@ -1,0 +1,83 @@
+"""Guards of a training process: one trainer per work dir, and a clean stop on a signal."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+LOCK_FILE = ".lock"
+
+
+class Interrupted(Exception):
+  """Training stopped on a signal, after saving the checkpoint of `step` (if any)."""
+
+  def __init__(self, signal_name: str, exit_code: int, step: int, checkpoints: str):
+    where = (f"after step {step}; its checkpoint is in {checkpoints!r}" if step
+             else "before the first step")
+    super().__init__(f"stopped by {signal_name} {where}: run the same command again to "
+                     "resume")
+    self.exit_code = exit_code
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: Path) -> Iterator[None]:
+  """Holds an exclusive lock on `workdir` (its `.lock` file) while the block runs.
+
+  Raises OSError naming the holder at once if another process holds it. The operating
+  system releases the lock when the holder exits in any way, `kill -9` included, so a
+  stale lock never blocks a re-run.
+  """
+  fd = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+      raise OSError(f"work dir {str(workdir)!r} is in use by another training process "
+                    f"({holder}); wait for it to end or stop it (Ctrl-C or SIGTERM saves a "
+                    "checkpoint first)") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)
+
+
+class StopSignals:
+  """While active, SIGINT (Ctrl-C) and SIGTERM ask for a stop instead of killing.
+
+  `received` is the name of the first such signal, or None; the training loop checks it
+  after every step, saves a checkpoint and stops. A second signal acts as it normally
+  would, at once. Outside the main thread (where Python cannot handle signals), nothing
+  changes.
+  """
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+  def __init__(self):
+    self.received: str | None = None
+    self.exit_code = 0
+    self._previous: dict[int, object] = {}
+
+  def _handle(self, signum: int, frame) -> None:  # pylint: disable=unused-argument
+    if self.received is None:
+      self.received, self.exit_code = signal.Signals(signum).name, 128 + signum
+      print(f"\n{self.received}: stopping after this step with a checkpoint (send it again "
+            "to stop at once, without one)", file=sys.stderr, flush=True)
+    signal.signal(signum, self._previous[signum])
+
+  def __enter__(self) -> StopSignals:
+    if threading.current_thread() is threading.main_thread():
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
