@@ -152,7 +152,7 @@ def main(argv: list[str]) -> None:
   f = flags.FLAGS
   sets = [parse_assignment(s) for s in f.set]
   runs = plan(f.variants, f.seeds, f.sweep)
-  config = paths.find_config(f.config)
+  config = str(paths.absolute(paths.find_config(f.config)))
   if not Path(config).is_file():
     raise FileNotFoundError(f"config file {f.config!r} does not exist")
   check_configs(runs, config, sets)

@@ -18,13 +18,13 @@ def shipped_configs() -> Path:
 
 
 def find_config(path: str) -> str:
-  """The config file `path` names: itself if it exists, else the shipped config of that
-  name (`configs/tiny.py`, `tiny.py` and `tiny` all name the shipped `tiny.py`), so the
-  commands work from any directory after a `pip install`. Unknown names are returned
+  """The config file `path` names: itself if it is a file, else the shipped config of
+  that name (`configs/tiny.py`, `tiny.py` and `tiny` all name the shipped `tiny.py`), so
+  the commands work from any directory after a `pip install`. Anything else is returned
   as given, for the config loader's own error."""
-  given = absolute(path)
-  if given.is_file():
-    return str(given)
+  given = os.path.expanduser(path)
+  if os.path.isfile(given) or Path(path).parent not in (Path("."), Path("configs")):
+    return given
   name = Path(path).name if path.endswith(".py") else f"{Path(path).name}.py"
   shipped = shipped_configs() / name
   return str(shipped) if shipped.is_file() and name != "__init__.py" else path

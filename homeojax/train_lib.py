@@ -175,11 +175,17 @@ class Checkpoints:
   def __init__(self, workdir: Path, keep: int | None):
     def options(max_to_keep, **kw):
       if keep is None:
-        return ocp.CheckpointManagerOptions(read_only=True, **kw)
+        return ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0,
+                                            create=False, **kw)
       return ocp.CheckpointManagerOptions(create=True, max_to_keep=max_to_keep, **kw)
-    self.latest = ocp.CheckpointManager(workdir / "checkpoints", options=options(keep))
-    self.best = ocp.CheckpointManager(workdir / "best", options=options(
-        1, best_fn=lambda m: m["bleu"], best_mode="max"))
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # Orbax warns that a reader is read-only.
+    try:
+      self.latest = ocp.CheckpointManager(workdir / "checkpoints", options=options(keep))
+      self.best = ocp.CheckpointManager(workdir / "best", options=options(
+          1, best_fn=lambda m: m["bleu"], best_mode="max"))
+    finally:
+      logging.set_verbosity(verbosity)
 
   def save(self, state: TrainState, meta: dict, bleu: float | None = None) -> None:
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -389,8 +395,8 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
       pending.append(stats)
       if c.regularizer.beta_decay != 1.0 and step % len(batcher) == 0:  # An epoch ended.
         state = end_epoch(state)
-      save = (step % c.checkpoint_every == 0 or step == c.num_train_steps
-              or stop.received is not None)
+      stopping = stop.received  # Read once: a signal may arrive at any moment.
+      save = step % c.checkpoint_every == 0 or step == c.num_train_steps or bool(stopping)
       if save or step % c.log_every == 0:
         fetched = jax.device_get(pending)
         check_finite_steps(fetched, step - len(fetched) + 1, state, workdir / "checkpoints")
@@ -417,8 +423,8 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
                                    f"good checkpoint is kept in {workdir / 'checkpoints'}")
         checkpoints.save(state, {**meta, "step": step},
                          bleu=record.get("eval_bleu") if record.get("step") == step else None)
-      if stop.received:
-        raise Interrupted(stop.received, stop.exit_code, step, str(workdir / "checkpoints"))
+      if stopping:
+        raise Interrupted(stopping, stop.exit_code, step, str(workdir / "checkpoints"))
   finally:  # Saves in flight complete, also when training stops on an error.
     checkpoints.wait()
   bar.close()

@@ -1,8 +1,10 @@
 """Shared fixtures: a tiny fake Multi30K corpus made here (never the network)."""
 
+import dataclasses
 import gzip
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,35 +60,62 @@ def fake_multi30k(tmp_path_factory) -> Path:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+# A vocabulary of whole words keeps the fake sentences within two buckets (8 and 16
+# tokens): few shapes to compile.
 TINY = ["--config.model.d_model=32", "--config.model.d_ff=64", "--config.model.heads=2",
         "--config.model.encoder_layers=1", "--config.model.decoder_layers=1",
         "--config.model.max_len=64", "--config.data.max_len=64",
-        "--config.data.vocab_size=60", "--config.data.tokens_per_batch=256",
+        "--config.data.vocab_size=100", "--config.data.tokens_per_batch=256",
         "--config.data.eval_sentences=10", "--config.decode.tokens_per_batch=256",
         "--config.log_every=2", "--config.eval_every=4", "--config.checkpoint_every=2",
         "--config.num_train_steps=4", "--progress=false"]
 
 
-def run(script: str, *args: str, check: bool = True,
-        devices: int = 1) -> subprocess.CompletedProcess:
+def run(script: str, *args: str, check: bool = True, devices: int = 1, cwd: Path = ROOT,
+        env: dict[str, str] | None = None, stdin: str | None = None,
+        ) -> subprocess.CompletedProcess:
   """Runs a top-level script on `devices` simulated CPU devices, never the env's corpus."""
   env = {**os.environ, "HOMEOJAX_MULTI30K": "",
-         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-  result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **(env or {})}
+  result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600, input=stdin)
   if check and result.returncode != 0:
     raise AssertionError(f"{script} failed:\n{result.stdout}\n{result.stderr}")
   return result
 
 
+# Paths as a user may type them: relative, under `~`, with spaces and non-ASCII letters.
+RUN_DIR = "runs/wörk dir"  # Relative to the run's home.
+CORPUS_DIR = "~/corpus dïr"
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  """A tiny rfb_kwta_dropout run (steps 2 and 4 saved), trained from `home` (also $HOME)
+  with the relative work dir `RUN_DIR` and the corpus at `CORPUS_DIR`."""
+  home: Path
+  args: list[str]  # train.py's arguments, relative to `home`.
+  first: subprocess.CompletedProcess
+
+  @property
+  def workdir(self) -> Path:
+    return self.home / RUN_DIR
+
+  def run(self, script: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """Runs a script from `home`, with HOME set to it."""
+    return run(script, *args, cwd=self.home, env={"HOME": str(self.home)}, **kwargs)
+
+
 @pytest.fixture(scope="session")
-def trained_run(fake_multi30k, tmp_path_factory):
-  """A tiny rfb_kwta_dropout run (steps 2 and 4 saved): (workdir, train args, result)."""
-  workdir = tmp_path_factory.mktemp("run")
-  args = ["--config=configs/quick.py:rfb_kwta_dropout", f"--workdir={workdir}",
-          f"--config.data.local_dir={fake_multi30k}", *TINY]
-  first = run("train.py", *args)
-  return workdir, args, first
+def trained_run(fake_multi30k, tmp_path_factory) -> TrainedRun:
+  home = tmp_path_factory.mktemp("home")
+  shutil.copytree(fake_multi30k, home / CORPUS_DIR.removeprefix("~/"))
+  # configs/quick.py is no file under `home`: the shipped config of that name is used.
+  args = ["--config=configs/quick.py:rfb_kwta_dropout", f"--workdir={RUN_DIR}",
+          f"--config.data.local_dir={CORPUS_DIR}", *TINY]
+  trained = TrainedRun(home, args, None)
+  trained.first = trained.run("train.py", *args)
+  return trained
 
 
 @pytest.hookimpl(tryfirst=True)  # Before pytest-xdist reads the groups.

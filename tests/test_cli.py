@@ -1,93 +1,143 @@
-"""train.py then eval.py end to end, through the command lines, on a fake corpus."""
+"""train.py then eval.py end to end, through the command lines, on a fake corpus, with the
+paths a user types: relative, under `~`, with spaces and non-ASCII letters."""
 
 import json
+import re
 import shutil
 
 import jax
 import numpy as np
 
-from conftest import TINY, run
+from conftest import RUN_DIR, TINY, run
 from homeojax import eval_lib, train_lib
+
+SOURCES = "A dog runs.\nA child plays with the ball.\n"
 
 
 def test_train_writes_checkpoints_metrics_and_resumes(trained_run):
-  workdir, args, first = trained_run
-  final = json.loads(first.stdout.strip().splitlines()[-1])
+  workdir = trained_run.workdir
+  final = json.loads(trained_run.first.stdout.strip().splitlines()[-1])
   assert final["step"] == 4 and final["eval_bleu"] >= 0.0
   records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records] == [2, 4]
   assert any(k.startswith("homeostasis/") and k.endswith("entropy_ratio") for k in records[-1])
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
       "2", "4"]
-  assert list((workdir / "tensorboard").iterdir())
-  again = run("train.py", *args)  # Same command: resumes, nothing left to do.
+  assert list((workdir / "tensorboard").iterdir()) and (workdir / "tfds").is_dir()
+  # The checkpoint records the corpus as an absolute path: eval may run from anywhere.
+  meta = train_lib.read_meta(eval_lib.checkpoint_step(workdir, "latest")[0], 4)
+  assert meta["config"]["data"]["local_dir"] == str(trained_run.home / "corpus dïr")
+  again = trained_run.run("train.py", *trained_run.args)  # Same command: resumes.
   assert "Resumed from step 4" in again.stdout
 
 
-def test_eval_decodes_a_split_and_files(trained_run, fake_multi30k, tmp_path):
-  workdir, _, _ = trained_run
-  out = run("eval.py", f"--workdir={workdir}", "--split=test_2016_flickr", "--beam=2",
-            f"--output_dir={tmp_path}")
+def test_eval_decodes_a_split_files_and_stdin_with_user_paths(trained_run):
+  home = trained_run.home
+  out = trained_run.run("eval.py", f"--workdir={RUN_DIR}", "--split=test_2016_flickr",
+                        "--beam=2", "--output_dir=~/éval out")
   report = json.loads(out.stdout)
   assert report["sentences"] == 30 and report["step"] == 4
+  assert report["workdir"] == str(trained_run.workdir)
   assert "nrefs:1" in report["sacrebleu"]["signature"] and report["bleu_tok"] >= 0
-  saved = json.loads((tmp_path / "test_2016_flickr.beam2.json").read_text())
+  saved = json.loads((home / "éval out" / "test_2016_flickr.beam2.json").read_text())
   assert any(path.endswith("rfb_kwta_0") for path in saved["homeostasis"])
-  hyps = (tmp_path / "test_2016_flickr.beam2.hyp.txt").read_text().splitlines()
+  hyps = (home / "éval out" / "test_2016_flickr.beam2.hyp.txt").read_text().splitlines()
   assert len(hyps) == 30
-  src = tmp_path / "src.en"
-  src.write_text("A dog runs.\nA child plays with the ball.\n")
-  out = run("eval.py", f"--workdir={workdir}", "--checkpoint=best", f"--source_file={src}",
-            "--beam=1", f"--output_dir={tmp_path}")
+
+  (home / "src ü.en").write_text(SOURCES)
+  (home / "ref ü.de").write_text("Ein Hund rennt.\nEin Kind spielt mit dem Ball.\n")
+  out = trained_run.run("eval.py", f"--workdir={RUN_DIR}", "--checkpoint=best",
+                        "--source_file=src ü.en", "--reference_file=ref ü.de", "--beam=1",
+                        "--output_dir=öut")
   assert json.loads(out.stdout)["sentences"] == 2
+  from_file = (home / "öut" / "src ü.en.beam1.hyp.txt").read_text()
+
+  # Standard input: the translations alone on standard output, the report on stderr.
+  out = trained_run.run("eval.py", f"--workdir={RUN_DIR}", "--checkpoint=best",
+                        "--source_file=-", "--beam=1", "--output_dir=öut", stdin=SOURCES)
+  assert out.stdout == from_file and len(out.stdout.splitlines()) == 2
+  report = re.search(r"^\{$.*^\}$", out.stderr, re.MULTILINE | re.DOTALL).group(0)
+  assert json.loads(report)["data"] == "stdin"
 
 
-def test_load_run_restores_exactly_the_trained_params_and_homeostasis(trained_run):
-  workdir, _, _ = trained_run
-  loaded = eval_lib.Translator.from_workdir(workdir)
-  assert loaded.step == 4 and set(loaded.variables) == {"params", "homeostasis"}
-  c = loaded.config
+def test_translator_restores_exactly_and_translates(trained_run, monkeypatch):
+  monkeypatch.chdir(trained_run.home)
+  monkeypatch.setenv("HOME", str(trained_run.home))
+  translator = eval_lib.Translator.from_workdir(RUN_DIR)
+  assert translator.step == 4 and set(translator.variables) == {"params", "homeostasis"}
+  c = translator.config
   optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
-  abstract = train_lib.abstract_state(loaded.model, optimizer, c.seed, loaded.mesh, False)
-  full, _ = train_lib.restore(eval_lib.checkpoint_step(workdir, "latest")[0], abstract, 4)
+  abstract = train_lib.abstract_state(translator.model, optimizer, c.seed, translator.mesh,
+                                      False)
+  full, _ = train_lib.restore(eval_lib.checkpoint_step(trained_run.workdir, "latest")[0],
+                              abstract, 4)
   assert jax.tree.leaves(full.opt_state)  # The checkpoint does hold the optimizer state.
-  for got, want in zip(jax.tree.leaves(loaded.variables),
+  for got, want in zip(jax.tree.leaves(translator.variables),
                        jax.tree.leaves({"homeostasis": full.homeostasis, "params": full.params})):
     np.testing.assert_array_equal(got, want)
-  duty = [v for k, v in jax.tree_util.tree_leaves_with_path(loaded.variables["homeostasis"])
+  duty = [v for k, v in jax.tree_util.tree_leaves_with_path(translator.variables["homeostasis"])
           if "duty" in jax.tree_util.keystr(k)]
   assert duty and any(np.ptp(np.asarray(d)) > 0 for d in duty)  # Trained, not the init.
 
+  texts = SOURCES.splitlines()
+  best = translator.translate(texts, beam=3)
+  n_best = translator.translate(texts, beam=3, n_best=3)
+  assert len(best) == len(n_best) == 2 and all(len(hyps) == 3 for hyps in n_best)
+  for one, hyps in zip(best, n_best):
+    assert one == hyps[0] and isinstance(one.text, str) and one.score < 0
+    assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+  assert translator.translate([]) == []
+  for bad, message in (({"beam": 0}, "beam=0"), ({"beam": 2, "n_best": 3}, "n_best=3")):
+    try:
+      translator.translate(texts, **bad)
+    except ValueError as e:
+      assert message in str(e)
+    else:
+      raise AssertionError(f"{bad} did not raise")
+
+
+def test_readers_see_only_complete_checkpoints(trained_run, tmp_path):
+  """While training saves step 6 (Orbax writes it to a temporary directory, renamed when
+  complete), readers take step 4, and never delete the partial one."""
+  copy = tmp_path / "run"
+  shutil.copytree(trained_run.workdir, copy)
+  partial = copy / "checkpoints" / "6.orbax-checkpoint-tmp-1234567"
+  shutil.copytree(copy / "checkpoints" / "4", partial)
+  for path in partial.rglob("*"):
+    if path.is_file():
+      path.write_bytes(b"")  # Half written.
+  assert eval_lib.checkpoint_step(copy, "latest")[1] == 4
+  assert eval_lib.Translator.from_workdir(copy).step == 4
+  assert partial.is_dir()
+
 
 def test_checkpoints_move_between_device_counts(fake_multi30k, tmp_path):
-  """4 devices train to step 2, 1 device resumes to 4, 4 devices resume to 6 and evaluate.
+  """2 devices train to step 2, 1 device resumes to 4, 2 devices evaluate step 4.
 
   The same config as `trained_run`, so the 1-device programs come from the compile cache.
   """
   args = ["--config=configs/quick.py:rfb_kwta_dropout", f"--workdir={tmp_path}",
           f"--config.data.local_dir={fake_multi30k}", *TINY]
-  run("train.py", *args, "--config.num_train_steps=2", devices=4)
+  run("train.py", *args, "--config.num_train_steps=2", devices=2)
   one = run("train.py", *args, devices=1)
   assert "Resumed from step 2" in one.stdout
-  four = run("train.py", *args, "--config.num_train_steps=6", devices=4)
-  assert "Resumed from step 4" in four.stdout
-  assert json.loads(four.stdout.strip().splitlines()[-1])["step"] == 6
+  assert json.loads(one.stdout.strip().splitlines()[-1])["step"] == 4
   report = json.loads(run("eval.py", f"--workdir={tmp_path}", "--split=validation",
-                          "--beam=1", devices=4).stdout)
-  assert report["step"] == 6 and report["sentences"] == 40
+                          "--beam=1", devices=2).stdout)
+  assert report["step"] == 4 and report["sentences"] == 40
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_previous(trained_run, tmp_path):
-  workdir, args, _ = trained_run
   copy = tmp_path / "run"
-  shutil.copytree(workdir, copy)
+  shutil.copytree(trained_run.workdir, copy)
   for path in (copy / "checkpoints" / "4").rglob("*"):
     if path.is_file() and path.stat().st_size > 0 and "meta" not in str(path):
       path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # Truncated.
-  args = [a if not a.startswith("--workdir") else f"--workdir={copy}" for a in args]
-  result = run("train.py", *args)
+  args = [a if not a.startswith("--workdir") else f"--workdir={copy}"
+          for a in trained_run.args]
+  result = trained_run.run("train.py", *args)
   assert "Resumed from step 2" in result.stdout
   assert "checkpoint" in result.stderr and "/4 is unreadable" in result.stderr
   assert (copy / "checkpoints_unreadable" / "4").is_dir()  # Kept, out of the way.
   assert (copy / "checkpoints" / "4").is_dir()  # Saved anew from the resumed run.
-  assert "Resumed from step 4" in run("train.py", *args).stdout
+  assert "Resumed from step 4" in trained_run.run("train.py", *args).stdout

@@ -160,6 +160,21 @@ def test_beam_one_equals_greedy(model_and_vars):
   np.testing.assert_allclose(greedy_logp, beam_scores[:, 0], rtol=1e-6)
 
 
+@pytest.mark.parametrize("beam", [1, 3])
+def test_scores_are_length_normalised_log_probabilities(model_and_vars, beam):
+  """Each hypothesis' score, rescored by the model with teacher forcing."""
+  model, variables, src, _ = model_and_vars
+  ids, scores = decode.translate(model, variables, src, beam=beam, alpha=0.6, n_best=beam)
+  ids, scores = np.asarray(ids), np.asarray(scores)
+  for b, k in itertools.product(range(ids.shape[0]), range(ids.shape[1])):
+    length = int(decode._hypothesis_lengths(ids[b, k][None])[0])  # pylint: disable=protected-access
+    tgt_in = np.concatenate([[2], ids[b, k, :length - 1]])[None]
+    logits = apply(model, variables, src[b:b + 1], jnp.asarray(tgt_in))
+    logits = logits.at[..., jnp.array([0, 2])].set(decode.NEG_INF)  # Never output.
+    logp = jax.nn.log_softmax(logits[0])[jnp.arange(length), ids[b, k, :length]].sum()
+    np.testing.assert_allclose(scores[b, k], logp / ((5 + length) / 6) ** 0.6, rtol=2e-4)
+
+
 def test_beam_search_finds_the_best_sequence_of_a_toy_scorer():
   """A Markov scorer over 4 tokens (EOS = 1); compare with exhaustive search."""
   for seed in range(3):

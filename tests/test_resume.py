@@ -1,4 +1,5 @@
-"""Resume: kill -9 mid-run and get the uninterrupted result; which configs may resume."""
+"""Stops and resumes: Ctrl-C, SIGTERM and kill -9 mid-run, each resumed to the result of
+an uninterrupted run; one trainer per work dir; which configs may resume."""
 
 import os
 import re
@@ -16,11 +17,14 @@ import pytest
 from conftest import ROOT, TINY
 from homeojax.train_lib import check_compatible
 
-# Larger batches and a decaying beta: the 24 steps cross epoch ends, before and after the kill.
+STEPS = 40
+# Larger batches and a decaying beta: the run crosses epoch ends between the stops.
 ARGS = [a for a in TINY if not a.startswith(("--config.num_train_steps",
                                              "--config.data.tokens_per_batch"))] + [
-    "--config.num_train_steps=24", "--config.checkpoint_every=4", "--config.eval_every=100",
-    "--config.data.tokens_per_batch=2048", "--config.regularizer.beta_decay=0.5"]
+    f"--config.num_train_steps={STEPS}", "--config.checkpoint_every=4",
+    "--config.eval_every=100", "--config.data.tokens_per_batch=2048",
+    "--config.regularizer.beta_decay=0.5"]
+ENV = {**os.environ, "HOMEOJAX_MULTI30K": ""}
 
 
 def final_state(workdir: Path) -> dict:
@@ -31,40 +35,72 @@ def final_state(workdir: Path) -> dict:
   return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
 
+def saved_steps(workdir: Path) -> list[int]:
+  folder = workdir / "checkpoints"
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
 def command(workdir: Path, corpus: Path) -> list[str]:
   return [sys.executable, str(ROOT / "train.py"), "--config=configs/quick.py:rfb_kwta_dropout",
           f"--workdir={workdir}", f"--config.data.local_dir={corpus}", *ARGS]
 
 
-def test_kill_and_resume_is_bitwise_identical(fake_multi30k, tmp_path):
-  env = {**os.environ, "HOMEOJAX_MULTI30K": ""}
-  out = subprocess.run(command(tmp_path / "straight", fake_multi30k), check=True, env=env,
+def start_and_signal(workdir: Path, corpus: Path, after: int, signum: int,
+                     try_second: bool) -> tuple[subprocess.CompletedProcess | None,
+                                                subprocess.Popen]:
+  """Starts training; once a checkpoint past step `after` is saved, sends `signum`.
+  Returns a second trainer's attempt on the same work dir meanwhile (if `try_second`),
+  and the process."""
+  proc = subprocess.Popen(command(workdir, corpus), env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 600
+  while not any(s > after for s in saved_steps(workdir)) and time.time() < deadline:
+    assert proc.poll() is None, f"training ended before the signal: {proc.communicate()}"
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGSTOP)  # Hold it mid-run while the second trainer tries.
+  second = subprocess.run(command(workdir, corpus), env=ENV, capture_output=True, text=True,
+                          timeout=600) if try_second else None
+  proc.send_signal(signum)
+  proc.send_signal(signal.SIGCONT)
+  proc.wait(timeout=600)
+  return second, proc
+
+
+def test_stops_by_signal_and_kill_resume_bitwise_identically(fake_multi30k, tmp_path):
+  out = subprocess.run(command(tmp_path / "straight", fake_multi30k), check=True, env=ENV,
                        capture_output=True, text=True, timeout=600).stdout
   epoch = int(re.search(r"(\d+) batches per epoch", out).group(1))
-  assert 24 // epoch >= 2
-  killed = tmp_path / "killed"
-  proc = subprocess.Popen(command(killed, fake_multi30k), env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  deadline = time.time() + 600
-  while not (killed / "checkpoints" / "8").is_dir() and time.time() < deadline:
-    assert proc.poll() is None, "training ended before it could be killed"
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)  # Somewhere after step 8, before the end.
-  proc.wait()
-  with ocp.CheckpointManager(killed / "checkpoints") as manager:
-    assert manager.latest_step() < 24  # Killed mid-run.
-  resumed = subprocess.run(command(killed, fake_multi30k), check=True, env=env,
+  assert STEPS // epoch >= 3
+  workdir = tmp_path / "stopped"
+  last = 0
+  for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)):
+    second, proc = start_and_signal(workdir, fake_multi30k, last, signum,
+                                    try_second=signum == signal.SIGINT)
+    if second:  # A second trainer on a work dir in use fails at once, naming the holder.
+      assert second.returncode == 1 and "Traceback" not in second.stderr
+      assert f"is in use by another training process (pid {proc.pid} " in second.stderr
+    stderr = proc.stderr.read()
+    assert proc.returncode == code, stderr
+    if signum != signal.SIGKILL:  # A clean stop with a checkpoint of the step it ended.
+      stopped = int(re.search(rf"stopped by {signal.Signals(signum).name} after step (\d+); "
+                              "its checkpoint is in", stderr).group(1))
+      assert "Traceback" not in stderr and last < stopped < STEPS
+      assert saved_steps(workdir)[-1] == stopped
+    last = saved_steps(workdir)[-1]
+    if last:  # Resumes where the last one stopped (a stale lock does not block it).
+      assert last < STEPS
+  resumed = subprocess.run(command(workdir, fake_multi30k), check=True, env=ENV,
                            capture_output=True, text=True, timeout=600)
-  assert "Resumed from step" in resumed.stdout
-  straight, again = final_state(tmp_path / "straight"), final_state(killed)
-  assert straight.keys() == again.keys() and int(again["['step']"]) == 24
+  assert f"Resumed from step {last}" in resumed.stdout
+  straight, again = final_state(tmp_path / "straight"), final_state(workdir)
+  assert straight.keys() == again.keys() and int(again["['step']"]) == STEPS
   for key in straight:
     np.testing.assert_array_equal(again[key], straight[key], err_msg=key)
   betas = [v for k, v in straight.items() if k.endswith("['beta']")]
-  assert betas and all(b == 0.5 ** (24 // epoch) for b in betas)  # beta 1, halved per epoch.
+  assert betas and all(b == 0.5 ** (STEPS // epoch) for b in betas)  # Halved per epoch.
   steps = [int(l.split('"step": ')[1].split(",")[0])
-           for l in (killed / "metrics.jsonl").read_text().splitlines()]
-  assert steps == sorted(set(steps))  # No duplicated log records after the resume.
+           for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert steps == sorted(set(steps))  # No duplicated log records after the resumes.
 
 
 def test_resume_compares_site_chains_by_meaning_and_names_the_site():
