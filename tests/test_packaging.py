@@ -5,6 +5,7 @@ import ast
 import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -55,9 +56,14 @@ def test_every_imported_package_is_declared():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-  out = tmp_path_factory.mktemp("wheel")
+  """The wheel `pip install .` builds, built from a copy of the sources (offline)."""
+  source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+  for name in ("pyproject.toml", "README.md", "LICENSE"):
+    shutil.copy(ROOT / name, source / name)
+  for name in ("homeojax", "configs"):
+    shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
   subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                  "--quiet", "-w", str(out), str(ROOT)], check=True, capture_output=True)
+                  "--quiet", "-w", str(out), str(source)], check=True, capture_output=True)
   return next(out.glob("homeojax-*.whl"))
 
 
