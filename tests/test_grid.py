@@ -1,11 +1,12 @@
 """homeojax.grid: the plan of runs, their names, and skipping finished runs."""
 
+import os
+import shlex
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT
 from homeojax import grid
 
 
@@ -31,11 +32,30 @@ def test_plan_rejects_bad_input(args, message):
 
 
 def test_finished_runs_are_skipped(tmp_path):
-  (tmp_path / "results" / "dropout-seed1").mkdir(parents=True)
-  (tmp_path / "results" / "dropout-seed1" / "run.json").write_text("{}")
+  """From another directory (the shipped config), with a results dir under `~`."""
+  (tmp_path / "résults dir" / "dropout-seed1").mkdir(parents=True)
+  (tmp_path / "résults dir" / "dropout-seed1" / "run.json").write_text("{}")
   out = subprocess.run(
       [sys.executable, "-m", "homeojax.grid", "--config=configs/quick.py",
-       "--variants=dropout", "--seeds=0,1", f"--runs_dir={tmp_path / 'runs'}",
-       f"--results_dir={tmp_path / 'results'}", "--dry_run"],
-      cwd=ROOT, capture_output=True, text=True, check=True).stdout
+       "--variants=dropout", "--seeds=0,1", "--runs_dir=rüns", "--results_dir=~/résults dir",
+       "--dry_run"], cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)},
+      capture_output=True, text=True, check=True).stdout
   assert "[1/2] dropout-seed0: to run" in out and "[2/2] dropout-seed1: done" in out
+
+
+def test_runs_train_and_evaluate_through_the_installed_commands(tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(grid, "_run_logged", lambda command, log: calls.append(command) or 1.0)
+  workdir = tmp_path / "rüns" / "dropout-seed0"
+  workdir.mkdir(parents=True)
+  for name in grid.COPIED:
+    (workdir / name).write_text("")
+  (workdir / "final").mkdir()
+  record = grid.execute(grid.Run("dropout", 0), "/c/tiny.py", [("data.local_dir", "d ü")],
+                        tmp_path / "rüns", tmp_path / "res", "validation", 5)
+  train, evaluate = calls
+  assert train[:4] == [sys.executable, "-m", "homeojax.cli", "train"]
+  assert evaluate[:4] == [sys.executable, "-m", "homeojax.cli", "eval"]
+  assert f"--workdir={workdir}" in train and "--config.data.local_dir=d ü" in train
+  assert record["train_command"] == shlex.join(train)  # Spaces quoted: it can be re-run.
+  assert (tmp_path / "res" / "dropout-seed0" / "run.json").is_file()

@@ -1,6 +1,7 @@
 """homeojax.report on fabricated run directories: exact table values, plots, the doc."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -71,20 +72,23 @@ def test_tables_hold_exact_means_stds_and_tests(runs, fake_multi30k):
 
 
 def test_cli_writes_plots_and_rewrites_the_doc_reproducibly(runs, fake_multi30k, tmp_path):
-  doc = tmp_path / "results.md"
+  """With the paths a user types: relative, under `~`, with spaces and non-ASCII letters."""
+  doc = tmp_path / "résults doc.md"
   begin, end = report.BEGIN.format("grid"), report.END.format("grid")
   doc.write_text(f"# Results\n\nIntro.\n\n{begin}\nold\n{end}\n\nConclusion.\n")
-  command = [sys.executable, "-m", "homeojax.report", *map(str, runs),
-             f"--out_dir={tmp_path / 'plots'}", f"--data_dir={fake_multi30k}", f"--doc={doc}"]
-  subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+  command = [sys.executable, "-m", "homeojax.report",
+             *(os.path.relpath(r, tmp_path) for r in runs), "--out_dir=plöts",
+             f"--data_dir={os.path.relpath(fake_multi30k, tmp_path)}", "--doc=~/résults doc.md"]
+  env = {**os.environ, "HOME": str(tmp_path)}
+  subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True)
   first = doc.read_text()
   assert first.startswith("# Results\n\nIntro.") and first.endswith("Conclusion.\n")
   assert "old" not in first and "| dropout | 2 |" in first
   for png in ("val_bleu.png", "entropy_ratio.png", "duty_histograms.png",
               "train_test_gap.png"):
-    assert (tmp_path / "plots" / png).stat().st_size > 1000
-    assert f"(plots/{png})" in first
-  subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    assert (tmp_path / "plöts" / png).stat().st_size > 1000
+    assert f"(plöts/{png})" in first
+  subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True)
   assert doc.read_text() == first
 
 
