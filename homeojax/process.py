@@ -1,4 +1,5 @@
-"""Guards of a training process: one trainer per work dir, and a clean stop on a signal."""
+"""Process-wide concerns of the commands: one trainer per work dir, a clean stop on a
+signal, and library warnings that mean nothing to a user kept quiet."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from absl import logging
 
 LOCK_FILE = ".lock"
 
@@ -48,6 +51,17 @@ def workdir_lock(workdir: Path) -> Iterator[None]:
     yield
   finally:
     os.close(fd)
+
+
+@contextlib.contextmanager
+def only_errors_logged() -> Iterator[None]:
+  """Logs only errors (of absl logging, which Orbax and TFDS use) while the block runs."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 class StopSignals:

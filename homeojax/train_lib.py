@@ -178,14 +178,10 @@ class Checkpoints:
         return ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0,
                                             create=False, **kw)
       return ocp.CheckpointManagerOptions(create=True, max_to_keep=max_to_keep, **kw)
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)  # Orbax warns that a reader is read-only.
-    try:
+    with process.only_errors_logged():  # Orbax warns that a reader is read-only.
       self.latest = ocp.CheckpointManager(workdir / "checkpoints", options=options(keep))
       self.best = ocp.CheckpointManager(workdir / "best", options=options(
           1, best_fn=lambda m: m["bleu"], best_mode="max"))
-    finally:
-      logging.set_verbosity(verbosity)
 
   def save(self, state: TrainState, meta: dict, bleu: float | None = None) -> None:
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import gcs_utils
 
-from homeojax import paths
+from homeojax import paths, process
 
 gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access  # Never look up GCS.
 
@@ -171,10 +171,12 @@ def load(source: str, target: str, splits: Sequence[str], tfds_dir: str,
   wanted = tuple(dict.fromkeys((*DEFAULT_SPLITS, *splits)))
   local_dir = str(paths.absolute(local_dir)) if local_dir else None
   builder = Multi30k(config=f"{source}-{target}", data_dir=str(paths.absolute(tfds_dir)),
-                     local_dir=local_dir,
-                     splits=wanted, file_format="array_record")  # No TensorFlow needed.
+                     local_dir=local_dir, splits=wanted,
+                     file_format="array_record")  # No TensorFlow needed.
   mode = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-  if builder.is_prepared() and not set(wanted) <= set(builder.info.splits):
+  with process.only_errors_logged():  # TFDS warns that a new data dir has no info yet.
+    prepared = builder.is_prepared()
+  if prepared and not set(wanted) <= set(builder.info.splits):
     mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
   tfds.disable_progress_bar()
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
