@@ -339,6 +339,10 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
     writer.truncate_after(int(state.step))
     print(f"Resumed from step {int(state.step)} in {workdir}")
   start = int(state.step)
+  if start >= c.num_train_steps:
+    print(f"Nothing to train: step {start} of num_train_steps={c.num_train_steps} reached")
+    writer.close()
+    return {"step": start}
 
   train_ids = data.ids["train"]
   batcher = Batcher(*train_ids, c.data.tokens_per_batch, c.data.max_len,

@@ -106,6 +106,11 @@ class TrainedRun:
     return run(script, *args, cwd=self.home, env={"HOME": str(self.home)}, **kwargs)
 
 
+# Marks a test that uses `trained_run`: under pytest-xdist, such tests share one worker,
+# so the run is trained once.
+USES_TRAINED_RUN = pytest.mark.xdist_group("trained_run")
+
+
 @pytest.fixture(scope="session")
 def trained_run(fake_multi30k, tmp_path_factory) -> TrainedRun:
   home = tmp_path_factory.mktemp("home")
@@ -116,11 +121,3 @@ def trained_run(fake_multi30k, tmp_path_factory) -> TrainedRun:
   trained = TrainedRun(home, args, None)
   trained.first = trained.run("train.py", *args)
   return trained
-
-
-@pytest.hookimpl(tryfirst=True)  # Before pytest-xdist reads the groups.
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-  """Under pytest-xdist, keeps the tests sharing `trained_run` on one worker (trained once)."""
-  for item in items:
-    if "trained_run" in getattr(item, "fixturenames", ()):
-      item.add_marker(pytest.mark.xdist_group("trained_run"))

@@ -8,12 +8,14 @@ import shutil
 import jax
 import numpy as np
 
-from conftest import RUN_DIR, TINY, run
+
+from conftest import RUN_DIR, TINY, USES_TRAINED_RUN, run
 from homeojax import eval_lib, train_lib
 
 SOURCES = "A dog runs.\nA child plays with the ball.\n"
 
 
+@USES_TRAINED_RUN
 def test_train_writes_checkpoints_metrics_and_resumes(trained_run):
   workdir = trained_run.workdir
   final = json.loads(trained_run.first.stdout.strip().splitlines()[-1])
@@ -28,9 +30,11 @@ def test_train_writes_checkpoints_metrics_and_resumes(trained_run):
   meta = train_lib.read_meta(eval_lib.checkpoint_step(workdir, "latest")[0], 4)
   assert meta["config"]["data"]["local_dir"] == str(trained_run.home / "corpus dïr")
   again = trained_run.run("train.py", *trained_run.args)  # Same command: resumes.
-  assert "Resumed from step 4" in again.stdout
+  assert "Resumed from step 4" in again.stdout and "Nothing to train" in again.stdout
+  assert json.loads(again.stdout.strip().splitlines()[-1]) == {"step": 4}
 
 
+@USES_TRAINED_RUN
 def test_eval_decodes_a_split_files_and_stdin_with_user_paths(trained_run):
   home = trained_run.home
   out = trained_run.run("eval.py", f"--workdir={RUN_DIR}", "--split=test_2016_flickr",
@@ -60,6 +64,7 @@ def test_eval_decodes_a_split_files_and_stdin_with_user_paths(trained_run):
   assert json.loads(report)["data"] == "stdin"
 
 
+@USES_TRAINED_RUN
 def test_translator_restores_exactly_and_translates(trained_run, monkeypatch):
   monkeypatch.chdir(trained_run.home)
   monkeypatch.setenv("HOME", str(trained_run.home))
@@ -96,6 +101,7 @@ def test_translator_restores_exactly_and_translates(trained_run, monkeypatch):
       raise AssertionError(f"{bad} did not raise")
 
 
+@USES_TRAINED_RUN
 def test_readers_see_only_complete_checkpoints(trained_run, tmp_path):
   """While training saves step 6 (Orbax writes it to a temporary directory, renamed when
   complete), readers take step 4, and never delete the partial one."""
@@ -127,6 +133,7 @@ def test_checkpoints_move_between_device_counts(fake_multi30k, tmp_path):
   assert report["step"] == 4 and report["sentences"] == 40
 
 
+@USES_TRAINED_RUN
 def test_corrupt_latest_checkpoint_falls_back_to_previous(trained_run, tmp_path):
   copy = tmp_path / "run"
   shutil.copytree(trained_run.workdir, copy)

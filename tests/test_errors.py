@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, USES_TRAINED_RUN
 from homeojax import train_lib
 
 
@@ -44,8 +44,8 @@ def test_the_doc_has_every_kind_of_row():
 
 # Rows on a copy of the trained run share its worker (it is trained once per worker).
 @pytest.mark.parametrize("section, case, command, message", [
-    pytest.param(*row, id=row[1], marks=[pytest.mark.xdist_group("trained_run")]
-                 if "$RUN" in row[2] else []) for row in ROWS])
+    pytest.param(*row, id=row[1], marks=[USES_TRAINED_RUN] if "$RUN" in row[2] else [])
+    for row in ROWS])
 def test_error_row(section, case, command, message, fake_multi30k, tmp_path, request):
   env = {**os.environ, "HOMEOJAX_MULTI30K": "", "HOMEOJAX_TRACEBACK": "",
          "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
