@@ -91,6 +91,13 @@ def run(main: Callable[[list[str]], None]) -> None:
 
   Set HOMEOJAX_TRACEBACK=1 to get the full traceback instead.
   """
+  # The commands define their flags in functions of this package's modules; `--helpshort`
+  # lists the key flags of the program run (sys.argv[0]): make them that.
+  for module, defined in flags.FLAGS.flags_by_module_dict().items():
+    if module.startswith("homeojax."):
+      for flag in defined:
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
   def guarded(argv: list[str]) -> None:
     try:
       main(argv)

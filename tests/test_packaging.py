@@ -108,6 +108,12 @@ def test_installed_commands_run_from_another_directory(wheel, tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 1 and "regularizer.sparsity=1.5 is outside" in result.stderr
   assert not list(elsewhere.iterdir()) and not (tmp_path / "work").exists()
+  for command, flag in ((["homeojax.cli", "train"], "--workdir"),
+                        (["homeojax.cli", "eval"], "--source_file"),
+                        (["homeojax.grid"], "--variants"), (["homeojax.report"], "--out_dir")):
+    help_text = subprocess.run([sys.executable, "-m", *command, "--helpshort"], cwd=elsewhere,
+                               env=env, capture_output=True, text=True).stdout
+    assert f"{flag}:" in help_text, help_text
 
 
 @pytest.mark.parametrize("given, found", [
