@@ -35,9 +35,29 @@ class Dropout(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: Array, valid: Array | None = None, *, train: bool = False) -> Array:
+  def __call__(self, x: Array, valid: Array | None = None, *, train: bool = False,
+               update_stats: bool = True, rng: Array | None = None) -> Array:
+    del valid, update_stats  # No statistics.
     return nn.Dropout(self.rate, deterministic=not train,
-                      rng_collection=self.rng_collection)(x)
+                      rng_collection=self.rng_collection)(x, rng=rng)
+
+
+def winners(x: Array, valid: Array | None, sparsity: float) -> tuple[int | Array, int]:
+  """`(k, k_max)` of `x`'s vectors: k counts among the valid features when `valid` varies
+  along them."""
+  k_max = ops.num_winners(x.shape[-1], sparsity)
+  if valid is None or jnp.shape(valid)[-1] == 1:
+    return k_max, k_max
+  return ops.winners_per_vector(jnp.broadcast_to(valid, x.shape), sparsity), k_max
+
+
+def updated_statistics(state: dict[str, Array], mask: Array, valid: Array | None,
+                       period: int) -> dict[str, Array]:
+  """The `duty` and `steps` after a step whose winners are `mask`; `mask`'s n features
+  update the leading slice of a longer duty vector (attention keys up to max_len)."""
+  n, duty = mask.shape[-1], state["duty"]
+  updated = ops.update_duty_cycle(duty[..., :n], mask, valid, period)
+  return {"duty": duty.at[..., :n].set(updated), "steps": state["steps"] + 1}
 
 
 class Homeostatic(nn.Module):
@@ -46,10 +66,17 @@ class Homeostatic(nn.Module):
   `stat_shape` is the trailing shape of the statistics, `(n,)` by default; its last
   axis may exceed the input's (e.g. attention keys up to the maximum length), in which
   case the input uses and updates its leading slice.
+
+  The maths is `forward`, a pure function of the input and the state, which the NNX
+  modules (`homeojax.nnx`) share. A call with `train=True` updates the statistics and so
+  needs the `"homeostasis"` collection mutable; `update_stats=False` trains with them
+  frozen instead.
   """
   sparsity: float = 0.5
   period: int = 1000
   stat_shape: tuple[int, ...] | None = None
+
+  uses_rng = False  # Whether training draws a key (from `rng_collection`).
 
   def __post_init__(self):
     ops.num_winners(1, self.sparsity)
@@ -60,40 +87,51 @@ class Homeostatic(nn.Module):
     """Descriptive constants stored beside the duty cycle, for diagnostics."""
     return {}
 
-  def target(self, x: Array) -> float:
-    """The target duty `k / n`, with n the size of the statistics' feature axis."""
-    n = self.stat_shape[-1] if self.stat_shape else x.shape[-1]
-    return ops.num_winners(n, self.sparsity) / n
+  def initial_state(self, shape: tuple[int, ...]) -> dict[str, Array]:
+    """The state for statistics of trailing shape `shape`: duty cycles at the target
+    `k / n` (n = `shape[-1]`), no steps, and the constants."""
+    target = ops.num_winners(shape[-1], self.sparsity) / shape[-1]
+    return {"duty": jnp.full(shape, target, jnp.float32), "steps": jnp.zeros((), jnp.int32),
+            **{name: jnp.asarray(value, jnp.float32)
+               for name, value in {"target": target, **self.constants()}.items()}}
 
-  def duty_cycle(self, x: Array) -> Array:
-    """Declares the state on first use and returns the duty of `x`'s features."""
-    n = x.shape[-1]
-    shape = tuple(self.stat_shape) if self.stat_shape else (n,)
-    if shape[-1] < n:
-      raise ValueError(f"stat_shape={shape} has fewer than the input's {n} features")
-    target = self.target(x)
-    duty = self.variable(HOMEOSTASIS, "duty", jnp.full, shape, target, jnp.float32)
-    self.variable(HOMEOSTASIS, "steps", jnp.zeros, (), jnp.int32)
-    for name, value in {"target": target, **self.constants()}.items():
-      self.variable(HOMEOSTASIS, name, jnp.asarray, value, jnp.float32)
-    return duty.value[..., :n]
+  def forward(self, x: Array, valid: Array | None, state: dict[str, Array],
+              key: Array | None, train: bool) -> tuple[Array, Array | None]:
+    """The output for `x` and the winners to record (None: nothing to record), given the
+    state (`duty` of full length, `target`, ...) and, when `uses_rng` and training, a key."""
+    raise NotImplementedError
 
-  def winners(self, x: Array, valid: Array | None) -> tuple[int | Array, int]:
-    """`(k, k_max)`: k counts among the valid features when `valid` varies along them."""
-    k_max = ops.num_winners(x.shape[-1], self.sparsity)
-    if valid is None or jnp.shape(valid)[-1] == 1:
-      return k_max, k_max
-    return ops.winners_per_vector(jnp.broadcast_to(valid, x.shape), self.sparsity), k_max
+  @nn.compact
+  def __call__(self, x: Array, valid: Array | None = None, *, train: bool = False,
+               update_stats: bool = True, rng: Array | None = None) -> Array:
+    """Applies the mechanism to `x`'s last axis; `rng` overrides the drawn key."""
+    shape = tuple(self.stat_shape) if self.stat_shape else (x.shape[-1],)
+    if shape[-1] < x.shape[-1]:
+      raise ValueError(f"stat_shape={shape} has fewer than the input's {x.shape[-1]} features")
+    state = {name: self.variable(HOMEOSTASIS, name, lambda v=value: v).value
+             for name, value in self.initial_state(shape).items()}
+    key = None
+    if train and self.uses_rng:
+      key = rng if rng is not None else self.make_rng(self.rng_collection)
+    y, mask = self.forward(x, valid, state, key, train)
+    if train and mask is not None and not self.is_initializing():
+      if not self.is_mutable_collection(HOMEOSTASIS):
+        if update_stats:
+          raise ValueError(
+              f"{'/'.join(self.path) or type(self).__name__}: train=True updates the "
+              f"{HOMEOSTASIS!r} statistics, but the collection is immutable; apply with "
+              f"mutable=[{HOMEOSTASIS!r}], or pass update_stats=False to train with "
+              "frozen statistics")
+      elif update_stats:
+        for name, value in updated_statistics(state, mask, valid, self.period).items():
+          self.put_variable(HOMEOSTASIS, name, value)
+    return y
 
-  def record(self, mask: Array, valid: Array | None, train: bool) -> None:
-    """Updates the duty cycle with this step's winners, when training and mutable."""
-    if not train or self.is_initializing() or not self.is_mutable_collection(HOMEOSTASIS):
-      return
-    n = mask.shape[-1]
-    duty = self.get_variable(HOMEOSTASIS, "duty")
-    updated = ops.update_duty_cycle(duty[..., :n], mask, valid, self.period)
-    self.put_variable(HOMEOSTASIS, "duty", duty.at[..., :n].set(updated))
-    self.put_variable(HOMEOSTASIS, "steps", self.get_variable(HOMEOSTASIS, "steps") + 1)
+
+def _target(state: dict[str, Array], sparsity: float) -> float:
+  """The target duty `k / n` of the statistics' full feature axis (a static number)."""
+  n = state["duty"].shape[-1]
+  return ops.num_winners(n, sparsity) / n
 
 
 class KWTA(Homeostatic):
@@ -106,17 +144,15 @@ class KWTA(Homeostatic):
     ops.check_choice("by", self.by, ops.BY)
     super().__post_init__()
 
-  @nn.compact
-  def __call__(self, x: Array, valid: Array | None = None, *, train: bool = False) -> Array:
-    self.duty_cycle(x)
-    k, k_max = self.winners(x, valid)
-    y, mask = ops.kwta(x, k, method=self.method, by=self.by, valid=valid, k_max=k_max)
-    self.record(mask, valid, train)
-    return y
+  def forward(self, x, valid, state, key, train):
+    k, k_max = winners(x, valid, self.sparsity)
+    return ops.kwta(x, k, method=self.method, by=self.by, valid=valid, k_max=k_max)
 
 
 class Boosted(Homeostatic):
-  """Base of the mechanisms that weight features by `ops.boost_factors`."""
+  """Base of the mechanisms that weight features by `ops.boost_factors`. The boost
+  strength in use is the state's `beta`: the module's `beta` at init, scaled by every
+  `decay_beta` since."""
   beta: float = 1.0
   b_max: float = 10.0
 
@@ -127,10 +163,6 @@ class Boosted(Homeostatic):
 
   def constants(self) -> dict[str, float]:
     return {"beta": self.beta, "b_max": self.b_max}
-
-  def current_beta(self) -> Array:
-    """The boost strength in use, from the state (after `duty_cycle` declared it)."""
-    return self.get_variable(HOMEOSTASIS, "beta")
 
 
 def decay_beta(homeostasis: Any, factor: float | Array) -> Any:
@@ -153,15 +185,12 @@ class RFBKWTA(Boosted):
     ops.check_choice("by", self.by, ops.BY)
     super().__post_init__()
 
-  @nn.compact
-  def __call__(self, x: Array, valid: Array | None = None, *, train: bool = False) -> Array:
-    duty = self.duty_cycle(x)
-    k, k_max = self.winners(x, valid)
-    y, mask = ops.rfb_kwta(x, duty, k, beta=self.current_beta(), b_max=self.b_max,
-                           transmit=self.transmit, method=self.method, by=self.by,
-                           valid=valid, k_max=k_max, target=self.target(x))
-    self.record(mask, valid, train)
-    return y
+  def forward(self, x, valid, state, key, train):
+    k, k_max = winners(x, valid, self.sparsity)
+    return ops.rfb_kwta(x, state["duty"][..., :x.shape[-1]], k, beta=state["beta"],
+                        b_max=self.b_max, transmit=self.transmit, method=self.method,
+                        by=self.by, valid=valid, k_max=k_max,
+                        target=_target(state, self.sparsity))
 
 
 EVAL_SCALES = ("identity", "expected_gain")
@@ -181,6 +210,8 @@ class SmartInhibition(Boosted):
   eval_scale: str = "identity"
   rng_collection: str = "dropout"
 
+  uses_rng = True
+
   def __post_init__(self):
     ops.check_choice("sampling", self.sampling, ops.SAMPLING)
     ops.check_choice("method", self.method, ops.METHODS)
@@ -190,21 +221,20 @@ class SmartInhibition(Boosted):
                        f"{self.sampling!r}: only Bernoulli keep probabilities are known")
     super().__post_init__()
 
-  @nn.compact
-  def __call__(self, x: Array, valid: Array | None = None, *, train: bool = False) -> Array:
-    duty = self.duty_cycle(x)
+  def forward(self, x, valid, state, key, train):
+    duty, target = state["duty"][..., :x.shape[-1]], _target(state, self.sparsity)
     if not train:
       if self.eval_scale == "identity":
-        return x
-      w = ops.boost_factors(duty, self.target(x), self.current_beta(), self.b_max)
+        return x, None
+      w = ops.boost_factors(duty, target, state["beta"], self.b_max)
       gain = ops.keep_probabilities(w, self.sparsity, valid) / (1.0 - self.sparsity)
-      return x * (gain if valid is None else jnp.where(valid, gain, 1.0)).astype(x.dtype)
-    k, k_max = self.winners(x, valid)
-    self.record(ops.kwta(x, k, method=self.method, valid=valid, k_max=k_max)[1], valid, train)
-    y, _ = ops.smart_inhibition(x, duty, self.make_rng(self.rng_collection), self.sparsity,
-                                beta=self.current_beta(), sampling=self.sampling,
-                                b_max=self.b_max, valid=valid, target=self.target(x))
-    return y
+      return x * (gain if valid is None else jnp.where(valid, gain, 1.0)).astype(x.dtype), None
+    k, k_max = winners(x, valid, self.sparsity)
+    mask = ops.kwta(x, k, method=self.method, valid=valid, k_max=k_max)[1]
+    y, _ = ops.smart_inhibition(x, duty, key, self.sparsity, beta=state["beta"],
+                                sampling=self.sampling, b_max=self.b_max, valid=valid,
+                                target=target)
+    return y, mask
 
 
 MECHANISMS: dict[str, type[nn.Module]] = {
@@ -313,8 +343,10 @@ class Site(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: Array, valid: Array | None = None, *, train: bool = False) -> Array:
+  def __call__(self, x: Array, valid: Array | None = None, *, train: bool = False,
+               update_stats: bool = True) -> Array:
+    """Applies the chain; `update_stats=False` trains with frozen statistics."""
     for i, mechanism in enumerate(self.chain):
       layer = mechanism.module(stat_shape=self.stat_shape, name=f"{mechanism.name}_{i}")
-      x = layer(x, valid, train=train)
+      x = layer(x, valid, train=train, update_stats=update_stats)
     return x

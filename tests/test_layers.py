@@ -40,8 +40,14 @@ class SiteTest(chex.TestCase):
     # Eval with the collection mutable: nothing changes.
     _, updates = site.apply(variables, x, train=False, mutable=[hj.HOMEOSTASIS])
     chex.assert_trees_all_equal(updates[hj.HOMEOSTASIS], state)
-    # Training with the collection immutable: no error, nothing to update.
-    site.apply(variables, x, train=True, rngs={"dropout": KEY})
+    # Training with the collection immutable is an error naming the mechanism, unless the
+    # statistics are frozen on purpose; then the output is the mutable call's.
+    name = next(iter(state))
+    with self.assertRaisesRegex(ValueError, f"{name}: train=True updates the 'homeostasis' "
+                                "statistics, but the collection is immutable"):
+      site.apply(variables, x, train=True, rngs={"dropout": KEY})
+    frozen = site.apply(variables, x, train=True, update_stats=False, rngs={"dropout": KEY})
+    np.testing.assert_array_equal(frozen, train_apply(site, variables, x)[0])
     # Training with it mutable: the duty cycle moves, steps counts.
     _, updates = train_apply(site, variables, x)
     (new,) = updates[hj.HOMEOSTASIS].values()
