@@ -1,0 +1,154 @@
+"""The mechanisms as Flax NNX modules: `KWTA`, `RFBKWTA`, `SmartInhibition`, `Dropout`
+and `Site`, with the same options, maths and state as the Linen modules.
+
+Statistics are `Homeostasis` variables (an `nnx.Variable` subclass, like `nnx.BatchStat`),
+so `nnx.Optimizer(model, tx, wrt=nnx.Param)` leaves them alone. A module trains when not
+`deterministic` (`model.train()`, `model.eval()`): it then updates its statistics in
+place, unless called with `update_stats=False`. Random keys come from `nnx.Rngs`, or a
+call's `rngs=` (an `nnx.Rngs`, a stream or a key).
+
+    import homeojax.nnx as hjnnx
+    site = hjnnx.Site("rfb_kwta(sparsity=0.5), dropout(rate=0.1)", 256, rngs=nnx.Rngs(0))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from flax import nnx
+
+from homeojax import layers
+
+Array = jax.Array
+RngsArg = nnx.Rngs | nnx.RngStream | Array | None
+
+
+class Homeostasis(nnx.Variable):
+  """Activation statistics of a mechanism: updated while training, never optimized."""
+
+
+def _key(rngs: RngsArg, collection: str) -> Array:
+  """A fresh key from `rngs` (an `nnx.Rngs`, one of its streams, or a key itself)."""
+  if isinstance(rngs, nnx.Rngs):
+    return getattr(rngs, collection)()
+  if isinstance(rngs, nnx.RngStream):
+    return rngs()
+  return rngs
+
+
+class Mechanism(nnx.Module):
+  """A mechanism that keeps a duty cycle per feature: `KWTA`, `RFBKWTA` or
+  `SmartInhibition`.
+
+  `num_features` is n, or the statistics' trailing shape (its last axis may exceed the
+  input's, e.g. attention keys up to the maximum length). `options` are those of the
+  Linen module of the same name (`homeojax.KWTA`, ...), checked the same way.
+  """
+  name = ""
+
+  def __init__(self, num_features: int | tuple[int, ...], *, deterministic: bool = False,
+               rngs: nnx.Rngs | None = None, **options: Any):
+    shape = (num_features,) if isinstance(num_features, int) else tuple(num_features)
+    self.mechanism = layers.Mechanism(self.name, tuple(options.items()))
+    spec = self.spec(shape)
+    self.deterministic = deterministic
+    self.rngs = rngs
+    for name, value in spec.initial_state(shape).items():
+      setattr(self, name, Homeostasis(value))
+    self.state_names = tuple(spec.initial_state(shape))
+
+  def spec(self, shape: tuple[int, ...]) -> layers.Homeostatic:
+    """The Linen module that holds the options and the maths."""
+    return self.mechanism.module(stat_shape=shape)
+
+  def __call__(self, x: Array, valid: Array | None = None, *,
+               deterministic: bool | None = None, update_stats: bool = True,
+               rngs: RngsArg = None) -> Array:
+    """Applies the mechanism to `x`'s last axis; when training, updates the statistics
+    (unless `update_stats=False`)."""
+    train = not (self.deterministic if deterministic is None else deterministic)
+    state = {name: getattr(self, name)[...] for name in self.state_names}
+    spec = self.spec(state["duty"].shape)
+    if state["duty"].shape[-1] < x.shape[-1]:
+      raise ValueError(f"num_features={state['duty'].shape} has fewer than the input's "
+                       f"{x.shape[-1]} features")
+    key = None
+    if train and spec.uses_rng:
+      key = _key(rngs if rngs is not None else self.rngs, spec.rng_collection)
+      if key is None:
+        raise ValueError(f"{self.name}: training draws random keys: pass rngs=nnx.Rngs(...) "
+                         "when building it, or rngs= when calling it")
+    y, mask = spec.forward(x, valid, state, key, train)
+    if train and update_stats and mask is not None:
+      for name, value in layers.updated_statistics(state, mask, valid, spec.period).items():
+        getattr(self, name)[...] = value
+    return y
+
+
+class KWTA(Mechanism):
+  """k-winners-take-all (options: sparsity, period, method, by)."""
+  name = "kwta"
+
+
+class RFBKWTA(Mechanism):
+  """Rare-features-boosting kWTA (options: sparsity, beta, b_max, period, transmit,
+  method, by)."""
+  name = "rfb_kwta"
+
+
+class SmartInhibition(Mechanism):
+  """Smart Inhibition (options: sparsity, beta, b_max, period, sampling, method,
+  eval_scale, rng_collection); needs `rngs` to train."""
+  name = "smart_inhibition"
+
+
+class Dropout(nnx.Module):
+  """Inverted dropout with the mechanisms' call signature (`valid` is ignored); the same
+  mask as the Linen `homeojax.Dropout` for the same key."""
+
+  def __init__(self, rate: float = 0.1, *, deterministic: bool = False,
+               rngs: nnx.Rngs | None = None, rng_collection: str = "dropout"):
+    layers.Dropout(rate=rate, rng_collection=rng_collection)  # Checks the options.
+    self.dropout = nnx.Dropout(rate, deterministic=deterministic,
+                               rng_collection=rng_collection, rngs=rngs)
+    self.rng_collection = rng_collection
+
+  def __call__(self, x: Array, valid: Array | None = None, *,
+               deterministic: bool | None = None, update_stats: bool = True,
+               rngs: RngsArg = None) -> Array:
+    del valid, update_stats  # No statistics.
+    return self.dropout(x, deterministic=deterministic, rngs=rngs)
+
+
+MODULES: dict[str, type[nnx.Module]] = {
+    "dropout": Dropout, "kwta": KWTA, "rfb_kwta": RFBKWTA,
+    "smart_inhibition": SmartInhibition}
+
+
+class Site(nnx.Module):
+  """A chain of mechanisms applied in order, given as for the Linen `homeojax.Site`: a
+  spec string such as `"rfb_kwta(sparsity=0.5), dropout(rate=0.1)"` or `Mechanism`s.
+
+  `num_features` is n or the statistics' trailing shape. The empty chain is the identity.
+  """
+
+  def __init__(self, chain: str | tuple[layers.Mechanism, ...],
+               num_features: int | tuple[int, ...], *, deterministic: bool = False,
+               rngs: nnx.Rngs | None = None):
+    self.chain = layers.parse_chain(chain)
+    self.mechanisms = nnx.List([
+        MODULES[m.name](**dict(m.options), deterministic=deterministic, rngs=rngs)
+        if m.name == "dropout" else
+        MODULES[m.name](num_features, deterministic=deterministic, rngs=rngs, **dict(m.options))
+        for m in self.chain])
+
+  def __call__(self, x: Array, valid: Array | None = None, *,
+               deterministic: bool | None = None, update_stats: bool = True,
+               rngs: RngsArg = None) -> Array:
+    """Applies the chain; a key given as `rngs` is folded with each mechanism's index."""
+    for i, mechanism in enumerate(self.mechanisms):
+      key = jax.random.fold_in(rngs, i) if isinstance(rngs, jax.Array) else rngs
+      x = mechanism(x, valid, deterministic=deterministic, update_stats=update_stats,
+                    rngs=key)
+    return x
