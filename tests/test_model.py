@@ -166,13 +166,21 @@ def test_scores_are_length_normalised_log_probabilities(model_and_vars, beam):
   model, variables, src, _ = model_and_vars
   ids, scores = decode.translate(model, variables, src, beam=beam, alpha=0.6, n_best=beam)
   ids, scores = np.asarray(ids), np.asarray(scores)
-  for b, k in itertools.product(range(ids.shape[0]), range(ids.shape[1])):
-    length = int(decode._hypothesis_lengths(ids[b, k][None])[0])  # pylint: disable=protected-access
-    tgt_in = np.concatenate([[2], ids[b, k, :length - 1]])[None]
-    logits = apply(model, variables, src[b:b + 1], jnp.asarray(tgt_in))
-    logits = logits.at[..., jnp.array([0, 2])].set(decode.NEG_INF)  # Never output.
-    logp = jax.nn.log_softmax(logits[0])[jnp.arange(length), ids[b, k, :length]].sum()
-    np.testing.assert_allclose(scores[b, k], logp / ((5 + length) / 6) ** 0.6, rtol=2e-4)
+  batch, _, max_len = ids.shape
+  # Every hypothesis teacher-forced in one batch; the decoder is causal, so the padding
+  # after a hypothesis changes nothing before it.
+  hyps = ids.reshape(batch * beam, max_len)
+  lengths = np.asarray(decode._hypothesis_lengths(hyps))  # pylint: disable=protected-access
+  tgt_in = np.zeros_like(hyps)
+  tgt_in[:, 0] = 2
+  for i, length in enumerate(lengths):
+    tgt_in[i, 1:length] = hyps[i, :length - 1]
+  logits = apply(model, variables, jnp.repeat(src, beam, axis=0), jnp.asarray(tgt_in))
+  logits = logits.at[..., jnp.array([0, 2])].set(decode.NEG_INF)  # Never output.
+  token_logp = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), hyps[..., None],
+                                  axis=-1)[..., 0]
+  logp = np.array([token_logp[i, :n].sum() for i, n in enumerate(lengths)])
+  np.testing.assert_allclose(scores.reshape(-1), logp / ((5 + lengths) / 6) ** 0.6, rtol=2e-4)
 
 
 def test_beam_search_finds_the_best_sequence_of_a_toy_scorer():
