@@ -92,7 +92,8 @@ CORPUS_DIR = "~/corpus dïr"
 @dataclasses.dataclass
 class TrainedRun:
   """A tiny rfb_kwta_dropout run (steps 2 and 4 saved), trained from `home` (also $HOME)
-  with the relative work dir `RUN_DIR` and the corpus at `CORPUS_DIR`."""
+  with the relative work dir `RUN_DIR`, the corpus at `CORPUS_DIR` and the relative TFDS
+  dir `tfds dïr`."""
   home: Path
   args: list[str]  # train.py's arguments, relative to `home`.
   first: subprocess.CompletedProcess
@@ -117,7 +118,7 @@ def trained_run(fake_multi30k, tmp_path_factory) -> TrainedRun:
   shutil.copytree(fake_multi30k, home / CORPUS_DIR.removeprefix("~/"))
   # configs/quick.py is no file under `home`: the shipped config of that name is used.
   args = ["--config=configs/quick.py:rfb_kwta_dropout", f"--workdir={RUN_DIR}",
-          f"--config.data.local_dir={CORPUS_DIR}", *TINY]
+          f"--config.data.local_dir={CORPUS_DIR}", "--config.data.tfds_dir=tfds dïr", *TINY]
   trained = TrainedRun(home, args, None)
   trained.first = trained.run("train.py", *args)
   return trained

@@ -25,10 +25,12 @@ def test_train_writes_checkpoints_metrics_and_resumes(trained_run):
   assert any(k.startswith("homeostasis/") and k.endswith("entropy_ratio") for k in records[-1])
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
       "2", "4"]
-  assert list((workdir / "tensorboard").iterdir()) and (workdir / "tfds").is_dir()
-  # The checkpoint records the corpus as an absolute path: eval may run from anywhere.
+  assert list((workdir / "tensorboard").iterdir())
+  assert list((trained_run.home / "tfds dïr").glob("multi30k/en-de/*/dataset_info.json"))
+  # The checkpoint records the data dirs as absolute paths: eval may run from anywhere.
   meta = train_lib.read_meta(eval_lib.checkpoint_step(workdir, "latest")[0], 4)
   assert meta["config"]["data"]["local_dir"] == str(trained_run.home / "corpus dïr")
+  assert meta["config"]["data"]["tfds_dir"] == str(trained_run.home / "tfds dïr")
   again = trained_run.run("train.py", *trained_run.args)  # Same command: resumes.
   assert "Resumed from step 4" in again.stdout and "Nothing to train" in again.stdout
   assert json.loads(again.stdout.strip().splitlines()[-1]) == {"step": 4}

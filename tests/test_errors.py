@@ -57,7 +57,8 @@ def test_error_row(section, case, command, message, fake_multi30k, tmp_path, req
   if "$RUN" in command:
     trained_run = request.getfixturevalue("trained_run")
     shutil.copytree(trained_run.workdir, env["RUN"])
-    replaced = {"--workdir": env["RUN"], "--config.data.local_dir": env["DATA"]}
+    replaced = {"--workdir": env["RUN"], "--config.data.local_dir": env["DATA"],
+                "--config.data.tfds_dir": str(tmp_path / "tfds")}  # $RUN_ARGS splits at spaces.
     env["RUN_ARGS"] = " ".join(
         f"{a.split('=')[0]}={replaced[a.split('=')[0]]}" if a.split("=")[0] in replaced
         else a for a in trained_run.args)
