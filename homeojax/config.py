@@ -17,6 +17,7 @@ from homeojax.data.multi30k import LANGUAGES, SPLIT_FILES
 from homeojax.layers import with_option
 from homeojax.model import SITE_NAMES, Sites, TransformerConfig
 
+SCHEDULES = ("cosine", "inverse_sqrt")  # Learning-rate schedules (train_lib).
 _DROPOUT = "dropout(rate={dropout})"
 _SMART = "smart_inhibition(sparsity={dropout}, beta={beta}, period={period})"
 
@@ -84,8 +85,11 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3  # Peak learning rate of AdamW.
-  c.optim.warmup_steps = 1000  # Linear warmup from 0 to the peak.
-  c.optim.end_lr_fraction = 0.01  # Cosine decay to this share of the peak at the last step.
+  c.optim.schedule = "cosine"  # After warmup: cosine (to end_lr_fraction) or inverse_sqrt.
+  c.optim.warmup_steps = 1000  # Linear warmup from 0 to the peak, in updates.
+  c.optim.end_lr_fraction = 0.01  # Cosine decay to this share of the peak at the last update.
+  c.optim.grad_accumulation = 1  # Batches per update (gradients averaged): larger batches.
+  c.optim.b1 = 0.9  # Adam first-moment decay.
   c.optim.b2 = 0.98  # Adam second-moment decay.
   c.optim.weight_decay = 1e-4  # Decoupled weight decay (never on homeostasis state).
   c.optim.label_smoothing = 0.1  # Label smoothing of the cross-entropy.
@@ -193,6 +197,10 @@ def validate(c: ml_collections.ConfigDict) -> TransformerConfig:
     _check_int(f"data.{name}", c.data[name], 2)
   _check_int("data.eval_sentences", c.data.eval_sentences, 0)
   _check_int("optim.warmup_steps", c.optim.warmup_steps, 0)
+  _check_int("optim.grad_accumulation", c.optim.grad_accumulation)
+  ops.check_choice("optim.schedule", c.optim.schedule, SCHEDULES)
+  for name in ("b1", "b2"):
+    ops.check_range(f"optim.{name}", c.optim[name], 0.0, 1.0, high_open=True)
   _check_int("decode.beam_size", c.decode.beam_size)
   _check_int("decode.eval_beam_size", c.decode.eval_beam_size)
   for name in ("learning_rate", "weight_decay", "label_smoothing", "grad_clip",

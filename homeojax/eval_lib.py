@@ -88,10 +88,8 @@ class Translator:
       model_cfg = config_lib.with_eval_scale(model_cfg, eval_scale)
     mesh = sharding.make_mesh()
     model = Transformer(model_cfg)
-    optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
-    abstract = train_lib.abstract_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
-    variables = train_lib.restore_fields(
-        manager, step, {"params": abstract.params, HOMEOSTASIS: abstract.homeostasis})
+    variables = train_lib.restore_fields(  # No optimizer state is read, or built.
+        manager, step, train_lib.abstract_variables(model, mesh, c.mesh.fsdp))
     return cls(c, step, model, variables, tokenizer.load(vocab_path), mesh)
 
   @overload

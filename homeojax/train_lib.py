@@ -56,16 +56,34 @@ class TrainState:
 # ----------------------------------------------------------------------------- optimizer
 
 
+def learning_rate_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
+  """The learning rate of each update: a linear warmup to the peak over `warmup_steps`,
+  then a cosine decay to `end_lr_fraction` of it at the last update (`cosine`), or
+  `peak * sqrt(warmup / update)` (`inverse_sqrt`, fairseq's)."""
+  updates = num_steps // optim.grad_accumulation
+  warmup = max(optim.warmup_steps, 1)
+  if optim.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        0.0, optim.learning_rate, warmup, max(updates, warmup + 1),
+        end_value=optim.learning_rate * optim.end_lr_fraction)
+  def inverse_sqrt(count):
+    count = jnp.asarray(count, jnp.float32)
+    return optim.learning_rate * jnp.minimum(count / warmup,
+                                             jnp.sqrt(warmup / jnp.maximum(count, 1.0)))
+  return inverse_sqrt
+
+
 def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
-  """AdamW with linear warmup, cosine decay and global-norm clipping."""
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, optim.learning_rate, max(optim.warmup_steps, 1), max(num_steps, optim.warmup_steps + 1),
-      end_value=optim.learning_rate * optim.end_lr_fraction)
+  """AdamW on `learning_rate_schedule`, with global-norm clipping; with
+  `grad_accumulation=k`, one update every k steps on the mean of their gradients."""
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)  # Not biases/norms.
   chain = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []
-  chain.append(optax.adamw(schedule, b2=optim.b2, weight_decay=optim.weight_decay,
-                           mask=decay_mask))
-  return optax.chain(*chain)
+  chain.append(optax.adamw(learning_rate_schedule(optim, num_steps), b1=optim.b1, b2=optim.b2,
+                           weight_decay=optim.weight_decay, mask=decay_mask))
+  optimizer = optax.chain(*chain)
+  if optim.grad_accumulation > 1:
+    optimizer = optax.MultiSteps(optimizer, every_k_schedule=optim.grad_accumulation)
+  return optimizer
 
 
 # ----------------------------------------------------------------------------- steps
@@ -259,6 +277,17 @@ def _state_initializer(model: Transformer, optimizer: optax.GradientTransformati
   return init
 
 
+def abstract_variables(model: Transformer, mesh: Mesh, fsdp: bool) -> dict[str, Any]:
+  """The shapes, dtypes and shardings of `params` and `homeostasis` (for restoring them
+  alone, as evaluation does), without computing them or building an optimizer."""
+  dummy = jnp.ones((mesh.shape["data"], 8), jnp.int32)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy, dummy))
+  shapes = {"params": shapes["params"], HOMEOSTASIS: shapes.get(HOMEOSTASIS, {})}
+  shardings = sharding.state_shardings(mesh, shapes, fsdp)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      shapes, shardings)
+
+
 def abstract_state(model: Transformer, optimizer: optax.GradientTransformation, seed: int,
                    mesh: Mesh, fsdp: bool) -> Any:
   """The state's shapes, dtypes and shardings, without computing it (for restoring)."""
@@ -327,6 +356,7 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
   data = prepare_data(c, workdir, (c.data.eval_split,))
   model = Transformer(model_cfg)
   optimizer = make_optimizer(c.optim, c.num_train_steps)
+  schedule = learning_rate_schedule(c.optim, c.num_train_steps)
   main_process = jax.process_index() == 0  # Only process 0 writes logs.
   writer = metrics.MetricWriter(workdir, enabled=main_process)
   meta = {"config": c.to_dict(), "model": dataclasses.asdict(model_cfg),
@@ -408,7 +438,8 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
         record = {"step": step, "loss": float(np.mean([s["loss"] for s in fetched])),
                   "accuracy": float(np.mean([s["accuracy"] for s in fetched])),
                   "grad_norm": float(np.mean([s["grad_norm"] for s in fetched])),
-                  "tokens_per_sec": tokens_since / (now - last_log)}
+                  "tokens_per_sec": tokens_since / (now - last_log),
+                  "learning_rate": float(schedule(step // c.optim.grad_accumulation))}
         record.update(metrics.flatten_diagnostics(summarize(state.homeostasis)))
         last_log, tokens_since = now, 0
         bar.update(step, record)
