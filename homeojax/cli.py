@@ -152,6 +152,8 @@ def eval_main() -> None:
   beam = flags.DEFINE_integer("beam", None, "Beam size (1 is greedy); default from the "
                               "config.")
   alpha = flags.DEFINE_float("alpha", None, "Length-penalty exponent; default from the config.")
+  penalty = flags.DEFINE_enum("penalty", None, ["gnmt", "fairseq"], "Length penalty: "
+                              "((5 + |y|) / 6)^alpha or |y|^alpha; default from the config.")
   local_dir = flags.DEFINE_string("data_dir", None, "Local Multi30K copy (overrides the "
                                   "run's).")
   tokens = flags.DEFINE_integer("tokens_per_batch", None, "Source tokens per decoding batch; "
@@ -170,6 +172,7 @@ def eval_main() -> None:
         source_file=None if stdin else source.value,
         sources=eval_lib.read_stdin() if stdin else None, reference_file=reference.value,
         reference_tok_file=reference_tok.value, beam=beam.value, alpha=alpha.value,
+        penalty=penalty.value,
         local_dir=local_dir.value, output_dir=output.value, tokens_per_batch=tokens.value,
         eval_scale=eval_scale.value)
     summary = json.dumps({k: v for k, v in report.items()

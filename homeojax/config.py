@@ -13,6 +13,7 @@ import os
 import ml_collections
 
 from homeojax import ops, paths
+from homeojax.decode import PENALTIES
 from homeojax.data.multi30k import LANGUAGES, SPLIT_FILES
 from homeojax.layers import with_option
 from homeojax.model import SITE_NAMES, Sites, TransformerConfig
@@ -104,7 +105,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.decode = ml_collections.ConfigDict()
   c.decode.beam_size = 5  # Beam size for eval.py; 1 is greedy.
   c.decode.eval_beam_size = 1  # Beam size for validation BLEU during training.
-  c.decode.length_penalty = 0.6  # GNMT length-penalty exponent alpha.
+  c.decode.length_penalty = 0.6  # Length-penalty exponent alpha (fairseq's --lenpen).
+  c.decode.penalty = "gnmt"  # Length penalty: gnmt ((5 + |y|) / 6)^alpha, fairseq |y|^alpha.
   c.decode.tokens_per_batch = 1024  # Source tokens per decoding batch (rows x beam).
 
   c.mesh = ml_collections.ConfigDict()
@@ -198,6 +200,7 @@ def validate(c: ml_collections.ConfigDict) -> TransformerConfig:
   _check_int("data.eval_sentences", c.data.eval_sentences, 0)
   _check_int("optim.warmup_steps", c.optim.warmup_steps, 0)
   _check_int("optim.grad_accumulation", c.optim.grad_accumulation)
+  ops.check_choice("decode.penalty", c.decode.penalty, PENALTIES)
   ops.check_choice("optim.schedule", c.optim.schedule, SCHEDULES)
   for name in ("b1", "b2"):
     ops.check_range(f"optim.{name}", c.optim[name], 0.0, 1.0, high_open=True)

@@ -51,9 +51,14 @@ def greedy_search(step_fn: StepFn, cache: Any, batch: int, max_len: int,
   return tokens[:, 1:], logp
 
 
-def length_penalty(length: Array | int, alpha: float) -> Array:
-  """GNMT length penalty `((5 + length) / 6) ** alpha`."""
-  return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
+PENALTIES = ("gnmt", "fairseq")
+
+
+def length_penalty(length: Array | int, alpha: float, penalty: str = "gnmt") -> Array:
+  """What a hypothesis' log-probability is divided by: GNMT's `((5 + length) / 6) ** alpha`
+  or fairseq's `length ** alpha` (its `--lenpen`); `length` counts EOS."""
+  length = jnp.asarray(length, jnp.float32)
+  return ((5.0 + length) / 6.0) ** alpha if penalty == "gnmt" else length ** alpha
 
 
 def _gather_beams(x_BxKx: Array, indices_BxJ: Array) -> Array:
@@ -74,12 +79,13 @@ def _gather_cache(cache: Any, parent_BxK: Array) -> Any:
 
 
 def beam_search(step_fn: StepFn, cache: Any, batch: int, beam: int, max_len: int,
-                alpha: float = 0.6, bos_id: int = BOS_ID,
+                alpha: float = 0.6, penalty: str = "gnmt", bos_id: int = BOS_ID,
                 eos_id: int = EOS_ID) -> tuple[Array, Array]:
   """Beam search; `cache` rows are `batch * beam` (beam-major within each example).
 
   Returns `(sequences [batch, beam, max_len], scores [batch, beam])`, best first, where a
-  score is the log-probability (EOS included) over `length_penalty(length, alpha)`. Rows
+  score is the log-probability (EOS included) over `length_penalty(length, alpha,
+  penalty)`. Rows
   with no finished hypothesis at `max_len` return their live ones.
   """
   def body(state):
@@ -99,7 +105,7 @@ def beam_search(step_fn: StepFn, cache: Any, batch: int, beam: int, max_len: int
     live_seqs = _gather_beams(seqs, pick)
     cache = _gather_cache(cache, _gather_beams(parent, pick))
     # Finished: merge the candidates that ended with the finished so far.
-    scores = jnp.where(is_eos, top_logp / length_penalty(i + 1, alpha), NEG_INF)
+    scores = jnp.where(is_eos, top_logp / length_penalty(i + 1, alpha, penalty), NEG_INF)
     all_scores = jnp.concatenate([fin_scores, scores], axis=1)
     all_seqs = jnp.concatenate([fin_seqs, seqs], axis=1)
     all_flags = jnp.concatenate([fin_flags, is_eos], axis=1)
@@ -110,7 +116,7 @@ def beam_search(step_fn: StepFn, cache: Any, batch: int, beam: int, max_len: int
 
   def searching(state):
     i, _, live_logp, _, fin_scores, fin_flags, _ = state
-    best_live = live_logp[:, 0] / length_penalty(max_len, alpha)
+    best_live = live_logp[:, 0] / length_penalty(max_len, alpha, penalty)
     worst_fin = jnp.min(jnp.where(fin_flags, fin_scores, -NEG_INF), axis=1)
     done = jnp.all(fin_flags, axis=1) & (worst_fin >= best_live)
     return (i < max_len) & ~jnp.all(done)
@@ -123,7 +129,7 @@ def beam_search(step_fn: StepFn, cache: Any, batch: int, beam: int, max_len: int
       searching, body, state)
   any_finished = jnp.any(fin_flags, axis=1)[:, None]
   seqs = jnp.where(any_finished[..., None], fin_seqs, live_seqs)
-  scores = jnp.where(any_finished, fin_scores, live_logp / length_penalty(max_len, alpha))
+  scores = jnp.where(any_finished, fin_scores, live_logp / length_penalty(max_len, alpha, penalty))
   return seqs[:, :, 1:], scores
 
 
@@ -143,20 +149,23 @@ def _hypothesis_lengths(ids_BxL: Array, eos_id: int = EOS_ID) -> Array:
   return jnp.where(has_eos, jnp.argmax(ids_BxL == eos_id, axis=-1) + 1, ids_BxL.shape[-1])
 
 
-@functools.partial(jax.jit, static_argnames=("model", "beam", "alpha", "use_cache", "n_best"))
+@functools.partial(jax.jit, static_argnames=("model", "beam", "alpha", "penalty", "use_cache",
+                                             "n_best"))
 def translate(model: nn.Module, variables: dict, src_BxS: Array, *, beam: int = 1,
-              alpha: float = 0.6, use_cache: bool = True,
+              alpha: float = 0.6, penalty: str = "gnmt", use_cache: bool = True,
               n_best: int = 1) -> tuple[Array, Array]:
   """The `n_best` best translations of a source batch (greedy at beam 1, where `n_best`
   must be 1): `(ids [B, n_best, max_decode_length], scores [B, n_best])`, best first.
 
-  A score is the log-probability of the hypothesis (EOS included) divided by the GNMT
-  length penalty `((5 + length) / 6) ** alpha`. `variables` holds `params` and
+  A score is the log-probability of the hypothesis (EOS included) divided by
+  `length_penalty(length, alpha, penalty)`. `variables` holds `params` and
   `homeostasis`, read-only. Without the cache, every step re-runs the decoder over the
   whole prefix (for benchmarks and checks).
   """
   if not 1 <= n_best <= beam:
     raise ValueError(f"n_best={n_best} must be between 1 and beam={beam}")
+  if penalty not in PENALTIES:
+    raise ValueError(f"penalty={penalty!r} is not one of {PENALTIES}")
   batch = src_BxS.shape[0]
   max_len = max_decode_length(src_BxS.shape[1], model.cfg.max_len)
   encoded = model.apply(variables, src_BxS, method=model.encode)
@@ -185,15 +194,16 @@ def translate(model: nn.Module, variables: dict, src_BxS: Array, *, beam: int = 
 
   if beam == 1:
     ids, logp = greedy_search(step_fn, cache, batch, max_len)
-    return ids[:, None], (logp / length_penalty(_hypothesis_lengths(ids), alpha))[:, None]
-  seqs, scores = beam_search(step_fn, cache, batch, beam, max_len, alpha)
+    lengths = _hypothesis_lengths(ids)
+    return ids[:, None], (logp / length_penalty(lengths, alpha, penalty))[:, None]
+  seqs, scores = beam_search(step_fn, cache, batch, beam, max_len, alpha, penalty)
   return seqs[:, :n_best], scores[:, :n_best]
 
 
 def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray],
                     sp: Any, *, beam: int, alpha: float, tokens_per_batch: int,
-                    mesh: Mesh, use_cache: bool = True,
-                    n_best: int = 1) -> list[list[tuple[str, float]]]:
+                    mesh: Mesh, use_cache: bool = True, n_best: int = 1,
+                    penalty: str = "gnmt") -> list[list[tuple[str, float]]]:
   """The `n_best` `(detokenized text, score)` of each source, in order, best first.
 
   Sources longer than the model's `max_len` (with EOS) are truncated, with a warning.
@@ -210,7 +220,8 @@ def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray]
   for batch in batcher.eval_batches():
     src = sharding.shard_batch({"src": batch["src"]}, mesh)["src"]
     ids, scores = jax.device_get(translate(model, variables, src, beam=beam, alpha=alpha,
-                                           use_cache=use_cache, n_best=n_best))
+                                           penalty=penalty, use_cache=use_cache,
+                                           n_best=n_best))
     texts = tokenizer.decode(sp, ids.reshape(-1, ids.shape[-1]))
     for row, i in enumerate(batch["index"]):
       if i >= 0:

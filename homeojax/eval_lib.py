@@ -48,7 +48,7 @@ def checkpoint_step(workdir: Path, checkpoint: str) -> tuple[Any, int]:
 @dataclasses.dataclass(frozen=True)
 class Hypothesis:
   """A translation and its score: the log-probability of its tokens (EOS included) over
-  the GNMT length penalty `((5 + length) / 6) ** alpha`."""
+  the length penalty (`decode.length_penalty`)."""
   text: str
   score: float
 
@@ -94,21 +94,28 @@ class Translator:
 
   @overload
   def translate(self, texts: Sequence[str], *, beam: int | None = None,
-                alpha: float | None = None, n_best: None = None,
+                alpha: float | None = None, penalty: str | None = None,
+                n_best: None = None,
                 tokens_per_batch: int | None = None) -> list[Hypothesis]: ...
 
   @overload
   def translate(self, texts: Sequence[str], *, beam: int | None = None,
-                alpha: float | None = None, n_best: int,
+                alpha: float | None = None, penalty: str | None = None, n_best: int,
                 tokens_per_batch: int | None = None) -> list[list[Hypothesis]]: ...
 
-  def translate(self, texts, *, beam=None, alpha=None, n_best=None, tokens_per_batch=None):
+  def translate(self, texts, *, beam=None, alpha=None, penalty=None, n_best=None,
+                tokens_per_batch=None):
     """The best translation of each text or, with `n_best=n`, its n best (n <= beam),
-    best first. `beam`, `alpha` and `tokens_per_batch` default to the run's config."""
+    best first. `beam`, `alpha`, `penalty` (`gnmt` or `fairseq`) and `tokens_per_batch`
+    default to the run's config."""
     if isinstance(texts, str):
       raise TypeError("texts must be a sequence of strings, not one string")
     beam = self.config.decode.beam_size if beam is None else beam
     alpha = self.config.decode.length_penalty if alpha is None else alpha
+    # Runs of homeojax 0.1 have no `decode.penalty`: theirs was GNMT's.
+    penalty = penalty or self.config.decode.get("penalty", "gnmt")
+    if penalty not in decode_lib.PENALTIES:
+      raise ValueError(f"penalty={penalty!r} is not one of {decode_lib.PENALTIES}")
     tokens_per_batch = tokens_per_batch or self.config.decode.tokens_per_batch
     if beam < 1:
       raise ValueError(f"beam={beam} must be >= 1")
@@ -120,8 +127,8 @@ class Translator:
       return []
     found = decode_lib.translate_split(
         self.model, self.variables, tokenizer.encode(self.sp, list(texts)), self.sp,
-        beam=beam, alpha=alpha, tokens_per_batch=tokens_per_batch, mesh=self.mesh,
-        n_best=n_best or 1)
+        beam=beam, alpha=alpha, penalty=penalty, tokens_per_batch=tokens_per_batch,
+        mesh=self.mesh, n_best=n_best or 1)
     found = [[Hypothesis(text, score) for text, score in hyps] for hyps in found]
     return [hyps[0] for hyps in found] if n_best is None else found
 
@@ -138,6 +145,7 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
              source_file: str | None = None, sources: Sequence[str] | None = None,
              reference_file: str | None = None, reference_tok_file: str | None = None,
              beam: int | None = None, alpha: float | None = None,
+             penalty: str | None = None,
              local_dir: str | None = None, output_dir: str | None = None,
              tokens_per_batch: int | None = None,
              eval_scale: str | None = None) -> dict[str, Any]:
@@ -160,6 +168,7 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
   c, step = translator.config, translator.step
   beam = beam or c.decode.beam_size
   alpha = c.decode.length_penalty if alpha is None else alpha
+  penalty = penalty or c.decode.get("penalty", "gnmt")  # 0.1 runs: GNMT.
 
   read = lambda path: multi30k.read_lines(paths.absolute(path)) if path else None
   if split is not None:
@@ -177,6 +186,7 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
 
   start = time.time()
   hyps = [h.text for h in translator.translate(texts["source"], beam=beam, alpha=alpha,
+                                                penalty=penalty,
                                                 tokens_per_batch=tokens_per_batch)]
   seconds = time.time() - start
 
@@ -188,7 +198,8 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
   (out_dir / f"{stem}.hyp.txt").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
   report: dict[str, Any] = {
       "workdir": str(workdir), "step": step, "checkpoint": checkpoint, "data": name,
-      "sentences": len(hyps), "beam": beam, "alpha": alpha, "decode_seconds": seconds,
+      "sentences": len(hyps), "beam": beam, "alpha": alpha, "penalty": penalty,
+      "decode_seconds": seconds,
       "variant": c.variant, "seed": c.seed, "eval_scale": eval_scale}
   if texts["target"]:
     report["sacrebleu"] = metrics.sacrebleu_score(hyps, texts["target"])

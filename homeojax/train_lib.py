@@ -402,7 +402,7 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
     best = decode_lib.translate_split(
         model, {"params": state.params, HOMEOSTASIS: state.homeostasis}, sources[:n],
         data.sp, beam=c.decode.eval_beam_size, alpha=c.decode.length_penalty,
-        tokens_per_batch=c.decode.tokens_per_batch, mesh=mesh)
+        penalty=c.decode.penalty, tokens_per_batch=c.decode.tokens_per_batch, mesh=mesh)
     hyps = [n_best[0][0] for n_best in best]
     texts = data.texts[split]
     return {"eval_loss": sums["loss"] / sums["tokens"],

@@ -183,8 +183,11 @@ def test_scores_are_length_normalised_log_probabilities(model_and_vars, beam):
   np.testing.assert_allclose(scores.reshape(-1), logp / ((5 + lengths) / 6) ** 0.6, rtol=2e-4)
 
 
-def test_beam_search_finds_the_best_sequence_of_a_toy_scorer():
-  """A Markov scorer over 4 tokens (EOS = 1); compare with exhaustive search."""
+@pytest.mark.parametrize("alpha, penalty", [(0.0, "gnmt"), (0.6, "gnmt"), (1.0, "fairseq")])
+def test_beam_search_finds_the_best_sequence_of_a_toy_scorer(alpha, penalty):
+  """A Markov scorer over 4 tokens (EOS = 1); compare with exhaustive search under the
+  same length normalisation."""
+  lp = {"gnmt": lambda n: ((5 + n) / 6) ** alpha, "fairseq": lambda n: n ** alpha}[penalty]
   for seed in range(3):
     logp = np.asarray(jax.nn.log_softmax(jax.random.normal(jax.random.PRNGKey(seed),
                                                            (4, 4)) * 3))
@@ -195,10 +198,10 @@ def test_beam_search_finds_the_best_sequence_of_a_toy_scorer():
         seq, prev, score = (*body, 1), 0, 0.0
         for t in seq:
           score, prev = score + logp[prev, t], t
-        if score > best:
-          best, best_seq = score, seq
-    seqs, scores = decode.beam_search(step, (), batch=1, beam=16, max_len=4, alpha=0.0,
-                                      bos_id=0, eos_id=1)
+        if score / lp(len(seq)) > best:
+          best, best_seq = score / lp(len(seq)), seq
+    seqs, scores = decode.beam_search(step, (), batch=1, beam=16, max_len=4, alpha=alpha,
+                                      penalty=penalty, bos_id=0, eos_id=1)
     assert np.isclose(float(scores[0, 0]), best, atol=1e-5)
     np.testing.assert_array_equal(seqs[0, 0, :len(best_seq)], best_seq)
 
