@@ -161,6 +161,8 @@ def eval_main() -> None:
   output = flags.DEFINE_string("output_dir", None, "Where to write hypotheses and the report.")
   eval_scale = flags.DEFINE_string("eval_scale", None, "Smart Inhibition at eval: identity or "
                                    "expected_gain (overrides the run's; names the outputs).")
+  average = flags.DEFINE_integer("average_last", 1, "Average the parameters (and statistics) "
+                                 "of the N newest kept checkpoints up to --checkpoint.")
   flags.mark_flag_as_required("workdir")
   define_multihost_flags()
 
@@ -174,7 +176,7 @@ def eval_main() -> None:
         reference_tok_file=reference_tok.value, beam=beam.value, alpha=alpha.value,
         penalty=penalty.value,
         local_dir=local_dir.value, output_dir=output.value, tokens_per_batch=tokens.value,
-        eval_scale=eval_scale.value)
+        eval_scale=eval_scale.value, average_last=average.value)
     summary = json.dumps({k: v for k, v in report.items()
                           if k not in ("homeostasis", "hypotheses")}, indent=1)
     if stdin:  # Standard output carries the translations alone.

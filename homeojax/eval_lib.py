@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, overload
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from homeojax import config as config_lib
@@ -62,6 +63,7 @@ class Translator:
   """
   config: ml_collections.ConfigDict
   step: int
+  averaged_steps: tuple[int, ...]  # The checkpoints averaged (just `step` without).
   model: Transformer
   variables: dict  # `params` and `homeostasis`.
   sp: Any  # The run's SentencePiece processor.
@@ -69,12 +71,26 @@ class Translator:
 
   @classmethod
   def from_workdir(cls, workdir: str | Path, checkpoint: str = "latest",
-                   eval_scale: str | None = None) -> Translator:
+                   eval_scale: str | None = None, average_last: int = 1) -> Translator:
     """Restores a run's checkpoint (`latest`, `best` or a step number) onto this host's
     devices, checking model and vocabulary. `eval_scale` overrides every Smart
-    Inhibition's (`identity` or `expected_gain`)."""
+    Inhibition's (`identity` or `expected_gain`).
+
+    `average_last=N` averages the N newest kept checkpoints up to that step (`latest` or a
+    step number): the parameters, and the homeostasis statistics alike (duty cycles and
+    boost strengths are means too; step counts and constants are the newest's), so the
+    boosts match the averaged model's history rather than its last step's.
+    """
+    if isinstance(average_last, bool) or not isinstance(average_last, int) or average_last < 1:
+      raise ValueError(f"average_last={average_last!r} must be an integer >= 1")
+    if average_last > 1 and checkpoint == "best":
+      raise ValueError("average_last needs checkpoint='latest' or a step number, not 'best'")
     workdir = paths.absolute(workdir)
     manager, step = checkpoint_step(workdir, checkpoint)
+    steps = [s for s in sorted(manager.all_steps()) if s <= step][-average_last:]
+    if len(steps) < average_last:
+      raise ValueError(f"average_last={average_last}, but {str(workdir / 'checkpoints')!r} "
+                       f"keeps only steps {steps} up to {step}: raise keep_checkpoints")
     meta = train_lib.read_meta(manager, step)
     c = ml_collections.ConfigDict(meta["config"])
     model_cfg = config_lib.model_config(c)
@@ -88,9 +104,13 @@ class Translator:
       model_cfg = config_lib.with_eval_scale(model_cfg, eval_scale)
     mesh = sharding.make_mesh()
     model = Transformer(model_cfg)
-    variables = train_lib.restore_fields(  # No optimizer state is read, or built.
-        manager, step, train_lib.abstract_variables(model, mesh, c.mesh.fsdp))
-    return cls(c, step, model, variables, tokenizer.load(vocab_path), mesh)
+    abstract = train_lib.abstract_variables(model, mesh, c.mesh.fsdp)
+    restored = [train_lib.restore_fields(manager, s, abstract)  # No optimizer is read.
+                for s in steps]
+    variables = jax.tree.map(
+        lambda *leaves: (sum(leaves[1:], leaves[0]) / len(leaves)).astype(leaves[0].dtype)
+        if jnp.issubdtype(leaves[0].dtype, jnp.floating) else leaves[-1], *restored)
+    return cls(c, step, tuple(steps), model, variables, tokenizer.load(vocab_path), mesh)
 
   @overload
   def translate(self, texts: Sequence[str], *, beam: int | None = None,
@@ -147,8 +167,8 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
              beam: int | None = None, alpha: float | None = None,
              penalty: str | None = None,
              local_dir: str | None = None, output_dir: str | None = None,
-             tokens_per_batch: int | None = None,
-             eval_scale: str | None = None) -> dict[str, Any]:
+             tokens_per_batch: int | None = None, eval_scale: str | None = None,
+             average_last: int = 1) -> dict[str, Any]:
   """Decodes one of a split, a source file or the given `sources` (named `stdin`), and
   scores it; writes hypotheses and a JSON report; returns the report, whose `hypotheses`
   (not in the written report) are the translations."""
@@ -164,7 +184,7 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
     raise ValueError(f"beam={beam} must be >= 1")
   if tokens_per_batch is not None and tokens_per_batch < 1:
     raise ValueError(f"tokens_per_batch={tokens_per_batch} must be >= 1")
-  translator = Translator.from_workdir(workdir, checkpoint, eval_scale)
+  translator = Translator.from_workdir(workdir, checkpoint, eval_scale, average_last)
   c, step = translator.config, translator.step
   beam = beam or c.decode.beam_size
   alpha = c.decode.length_penalty if alpha is None else alpha
@@ -194,13 +214,15 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
              else workdir / "eval" / f"step_{step}")
   out_dir.mkdir(parents=True, exist_ok=True)
   # With --eval_scale, beside (not over) the evaluation as trained.
-  stem = f"{name}{f'.{eval_scale}' if eval_scale else ''}.beam{beam}"
+  stem = (f"{name}{f'.{eval_scale}' if eval_scale else ''}"
+          f"{f'.avg{average_last}' if average_last > 1 else ''}.beam{beam}")
   (out_dir / f"{stem}.hyp.txt").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
   report: dict[str, Any] = {
       "workdir": str(workdir), "step": step, "checkpoint": checkpoint, "data": name,
       "sentences": len(hyps), "beam": beam, "alpha": alpha, "penalty": penalty,
       "decode_seconds": seconds,
-      "variant": c.variant, "seed": c.seed, "eval_scale": eval_scale}
+      "variant": c.variant, "seed": c.seed, "eval_scale": eval_scale,
+      "averaged_steps": list(translator.averaged_steps)}
   if texts["target"]:
     report["sacrebleu"] = metrics.sacrebleu_score(hyps, texts["target"])
   if texts["target_tok"]:

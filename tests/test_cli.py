@@ -105,6 +105,29 @@ def test_translator_restores_exactly_and_translates(trained_run, monkeypatch):
 
 
 @USES_TRAINED_RUN
+def test_checkpoint_averaging_averages_params_and_statistics(trained_run):
+  workdir = trained_run.workdir
+  averaged = eval_lib.Translator.from_workdir(workdir, average_last=2)
+  two, four = (eval_lib.Translator.from_workdir(workdir, checkpoint=s) for s in ("2", "4"))
+  assert averaged.averaged_steps == (2, 4) and four.averaged_steps == (4,)
+  leaves = jax.tree_util.tree_leaves_with_path(averaged.variables)
+  for (path, got), a, b in zip(leaves, jax.tree.leaves(two.variables),
+                               jax.tree.leaves(four.variables)):
+    name = jax.tree_util.keystr(path)
+    if np.issubdtype(got.dtype, np.floating):  # Params, duty cycles, boost strengths.
+      np.testing.assert_allclose(got, (np.asarray(a) + np.asarray(b)) / 2, rtol=1e-6,
+                                 err_msg=name)
+    else:  # Step counts: the newest checkpoint's.
+      np.testing.assert_array_equal(got, b, err_msg=name)
+  assert any("duty" in jax.tree_util.keystr(p) for p, _ in leaves)
+  for kwargs, message in (({"average_last": 3}, r"keeps only steps \[2, 4\] up to 4"),
+                          ({"average_last": 2, "checkpoint": "best"}, "not 'best'"),
+                          ({"average_last": 0}, "average_last=0 must be")):
+    with pytest.raises(ValueError, match=message):
+      eval_lib.Translator.from_workdir(workdir, **kwargs)
+
+
+@USES_TRAINED_RUN
 def test_readers_see_only_complete_checkpoints(trained_run, tmp_path):
   """While training saves step 6 (Orbax writes it to a temporary directory, renamed when
   complete), readers take step 4, and never delete the partial one."""
