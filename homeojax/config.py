@@ -14,6 +14,7 @@ import ml_collections
 
 from homeojax import ops, paths
 from homeojax.decode import PENALTIES
+from homeojax.metrics import CONVENTIONS
 from homeojax.data.multi30k import LANGUAGES, SPLIT_FILES
 from homeojax.layers import with_option
 from homeojax.model import SITE_NAMES, Sites, TransformerConfig
@@ -56,6 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.target_lang = "de"  # Target language.
   c.data.local_dir = os.environ.get("HOMEOJAX_MULTI30K", "")  # Offline copy; "" downloads.
   c.data.tfds_dir = ""  # Where TFDS prepares the data; "" is WORKDIR/tfds.
+  c.data.convention = "raw"  # raw: cased text, sacreBLEU; tok: lc.norm.tok (the literature's).
   c.data.vocab_size = 8000  # Joint SentencePiece vocabulary size.
   c.data.max_len = 64  # Training pairs longer than this (in tokens, with EOS) are dropped.
   c.data.tokens_per_batch = 4096  # Padded tokens per training batch (per side).
@@ -201,6 +203,7 @@ def validate(c: ml_collections.ConfigDict) -> TransformerConfig:
   _check_int("optim.warmup_steps", c.optim.warmup_steps, 0)
   _check_int("optim.grad_accumulation", c.optim.grad_accumulation)
   ops.check_choice("decode.penalty", c.decode.penalty, PENALTIES)
+  ops.check_choice("data.convention", c.data.convention, CONVENTIONS)
   ops.check_choice("optim.schedule", c.optim.schedule, SCHEDULES)
   for name in ("b1", "b2"):
     ops.check_range(f"optim.{name}", c.optim[name], 0.0, 1.0, high_open=True)

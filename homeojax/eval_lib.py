@@ -115,19 +115,26 @@ class Translator:
   @overload
   def translate(self, texts: Sequence[str], *, beam: int | None = None,
                 alpha: float | None = None, penalty: str | None = None,
-                n_best: None = None,
-                tokens_per_batch: int | None = None) -> list[Hypothesis]: ...
+                n_best: None = None, tokens_per_batch: int | None = None,
+                tokenized: bool = False) -> list[Hypothesis]: ...
 
   @overload
   def translate(self, texts: Sequence[str], *, beam: int | None = None,
                 alpha: float | None = None, penalty: str | None = None, n_best: int,
-                tokens_per_batch: int | None = None) -> list[list[Hypothesis]]: ...
+                tokens_per_batch: int | None = None,
+                tokenized: bool = False) -> list[list[Hypothesis]]: ...
+
+  @property
+  def convention(self) -> str:
+    """The run's data convention, `raw` or `tok` (runs of homeojax 0.1: `raw`)."""
+    return self.config.data.get("convention", "raw")
 
   def translate(self, texts, *, beam=None, alpha=None, penalty=None, n_best=None,
-                tokens_per_batch=None):
+                tokens_per_batch=None, tokenized=False):
     """The best translation of each text or, with `n_best=n`, its n best (n <= beam),
     best first. `beam`, `alpha`, `penalty` (`gnmt` or `fairseq`) and `tokens_per_batch`
-    default to the run's config."""
+    default to the run's config. A run of the `tok` convention lowercases and
+    Moses-tokenizes the texts first (unless `tokenized`) and outputs that form too."""
     if isinstance(texts, str):
       raise TypeError("texts must be a sequence of strings, not one string")
     beam = self.config.decode.beam_size if beam is None else beam
@@ -145,6 +152,8 @@ class Translator:
       raise ValueError(f"tokens_per_batch={tokens_per_batch} must be >= 1")
     if not texts:
       return []
+    if self.convention == "tok" and not tokenized:
+      texts = [metrics.moses_tokenize(t, self.config.data.source_lang) for t in texts]
     found = decode_lib.translate_split(
         self.model, self.variables, tokenizer.encode(self.sp, list(texts)), self.sp,
         beam=beam, alpha=alpha, penalty=penalty, tokens_per_batch=tokens_per_batch,
@@ -195,6 +204,7 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
     texts = multi30k.load(c.data.source_lang, c.data.target_lang, (split,),
                           c.data.tfds_dir or str(workdir / "tfds"),
                           local_dir or c.data.local_dir or None)[split]
+    texts["source"] = texts[train_lib.text_fields(translator.convention)[0]]
     name = split
   else:
     texts = {"source": list(sources) if sources is not None else read(source_file),
@@ -205,9 +215,9 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
         raise ValueError(f"{len(texts['source'])} sources but {len(texts[key])} {key} lines")
 
   start = time.time()
-  hyps = [h.text for h in translator.translate(texts["source"], beam=beam, alpha=alpha,
-                                                penalty=penalty,
-                                                tokens_per_batch=tokens_per_batch)]
+  hyps = [h.text for h in translator.translate(
+      texts["source"], beam=beam, alpha=alpha, penalty=penalty,
+      tokens_per_batch=tokens_per_batch, tokenized=split is not None)]
   seconds = time.time() - start
 
   out_dir = (paths.absolute(output_dir) if output_dir
@@ -222,11 +232,10 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
       "sentences": len(hyps), "beam": beam, "alpha": alpha, "penalty": penalty,
       "decode_seconds": seconds,
       "variant": c.variant, "seed": c.seed, "eval_scale": eval_scale,
-      "averaged_steps": list(translator.averaged_steps)}
-  if texts["target"]:
-    report["sacrebleu"] = metrics.sacrebleu_score(hyps, texts["target"])
-  if texts["target_tok"]:
-    report["bleu_tok"] = metrics.tokenized_bleu(hyps, texts["target_tok"], c.data.target_lang)
+      "averaged_steps": list(translator.averaged_steps), "convention": translator.convention}
+  bleu = metrics.bleu_scores(hyps, texts["target"], texts["target_tok"], c.data.target_lang,
+                             translator.convention)
+  report.update({k: v for k, v in bleu.items() if v is not None})
   report["homeostasis"] = diagnostics.summary_json(
       jax.device_get(translator.variables[HOMEOSTASIS]))
   (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")

@@ -34,14 +34,34 @@ def moses_tokenize(text: str, lang: str) -> str:
 
 
 def tokenized_bleu(hypotheses: Sequence[str], references_tok: Sequence[str],
-                   lang: str) -> float | None:
-  """BLEU (0-100) of lowercased, Moses-tokenized hypotheses against `lc.norm.tok`
-  references, as the Multi30K literature reports; None without tokenized references."""
+                   lang: str, tokenize_hypotheses: bool = True) -> float | None:
+  """BLEU (0-100) of lowercased, Moses-tokenized hypotheses (as given, for hypotheses
+  already in that form) against `lc.norm.tok` references, as the Multi30K literature
+  reports; None without tokenized references."""
   if not references_tok or not all(references_tok):
     return None
-  hyps = [moses_tokenize(h, lang) for h in hypotheses]
+  hyps = [moses_tokenize(h, lang) for h in hypotheses] if tokenize_hypotheses else hypotheses
   bleu = sacrebleu.metrics.BLEU(tokenize="none", force=True)
-  return bleu.corpus_score(hyps, [list(references_tok)]).score
+  return bleu.corpus_score(list(hyps), [list(references_tok)]).score
+
+
+CONVENTIONS = ("raw", "tok")
+
+
+def bleu_scores(hypotheses: Sequence[str], references: Sequence[str] | None,
+                references_tok: Sequence[str] | None, lang: str,
+                convention: str) -> dict[str, Any]:
+  """BLEU in a run's data convention. `raw` (cased, detokenized output): `sacrebleu`
+  against `references` and `bleu_tok` after lowercasing and tokenizing the output. `tok`
+  (output in the `lc.norm.tok` form): `bleu_tok` as is, against `references_tok` or, if
+  none, the Moses-tokenized `references`; sacreBLEU needs detokenized output, so none."""
+  if convention == "raw":
+    scores = {"sacrebleu": sacrebleu_score(hypotheses, references)} if references else {}
+    return {**scores, "bleu_tok": tokenized_bleu(hypotheses, references_tok, lang)}
+  if not (references_tok and all(references_tok)) and references:
+    references_tok = [moses_tokenize(r, lang) for r in references]
+  return {"bleu_tok": tokenized_bleu(hypotheses, references_tok, lang,
+                                     tokenize_hypotheses=False)}
 
 
 def flatten_diagnostics(summary: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:

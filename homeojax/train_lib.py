@@ -161,16 +161,29 @@ class Data:
   ids: dict[str, tuple[list[np.ndarray], list[np.ndarray]]]
 
 
+def text_fields(convention: str) -> tuple[str, str]:
+  """The source and target fields of `multi30k.load` a data convention trains on."""
+  return ("source", "target") if convention == "raw" else ("source_tok", "target_tok")
+
+
 def prepare_data(c: ml_collections.ConfigDict, workdir: Path, splits: tuple[str, ...]) -> Data:
-  """Loads the splits and the cached vocabulary (trained on first use), then encodes."""
+  """Loads the splits and the cached vocabulary (trained on first use), then encodes the
+  text of the data convention."""
   tfds_dir = c.data.tfds_dir or str(workdir / "tfds")
   texts = multi30k.load(c.data.source_lang, c.data.target_lang, ("train", *splits),
                         tfds_dir, c.data.local_dir or None)
+  source, target = text_fields(c.data.convention)
+  for split, fields in texts.items():
+    if not all(fields[source]) or not all(fields[target]):
+      raise FileNotFoundError(
+          f"data.convention={c.data.convention!r} needs the tokenized files "
+          f"tok/{multi30k.SPLIT_FILES[split]}.lc.norm.tok.{{{c.data.source_lang},"
+          f"{c.data.target_lang}}} of split {split!r}, which the data has not")
   train = texts["train"]
-  vocab_path = tokenizer.train_or_load(train["source"] + train["target"], workdir,
+  vocab_path = tokenizer.train_or_load(train[source] + train[target], workdir,
                                        c.data.vocab_size)
   sp = tokenizer.load(vocab_path)
-  ids = {split: (tokenizer.encode(sp, t["source"]), tokenizer.encode(sp, t["target"]))
+  ids = {split: (tokenizer.encode(sp, t[source]), tokenizer.encode(sp, t[target]))
          for split, t in texts.items()}
   return Data(sp=sp, vocab_path=vocab_path, texts=texts, ids=ids)
 
@@ -405,11 +418,12 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
         penalty=c.decode.penalty, tokens_per_batch=c.decode.tokens_per_batch, mesh=mesh)
     hyps = [n_best[0][0] for n_best in best]
     texts = data.texts[split]
+    bleu = metrics.bleu_scores(hyps, texts["target"][:n], texts["target_tok"][:n],
+                               c.data.target_lang, c.data.convention)
     return {"eval_loss": sums["loss"] / sums["tokens"],
             "eval_accuracy": sums["correct"] / sums["tokens"],
-            "eval_bleu": metrics.sacrebleu_score(hyps, texts["target"][:n])["score"],
-            "eval_bleu_tok": metrics.tokenized_bleu(hyps, texts["target_tok"][:n],
-                                                    c.data.target_lang)}
+            "eval_bleu": bleu["sacrebleu"]["score"] if "sacrebleu" in bleu else bleu["bleu_tok"],
+            "eval_bleu_tok": bleu["bleu_tok"]}
 
   pending, window, last_log, tokens_since = [], [], time.time(), 0
   bar = metrics.Progress(start, c.num_train_steps, enabled=progress and main_process)

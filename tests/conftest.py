@@ -30,7 +30,7 @@ def fake_pairs(n: int, seed: int) -> list[tuple[str, str]]:
 
 
 def write_corpus(root: Path, sizes: dict[str, int]) -> Path:
-  """Writes raw/{split}.{en,de}.gz and tok/{split}.lc.norm.tok.de.gz under `root`."""
+  """Writes raw/{split}.{en,de}.gz and tok/{split}.lc.norm.tok.{en,de}.gz under `root`."""
   (root / "raw").mkdir(parents=True)
   (root / "tok").mkdir()
   for seed, (split, n) in enumerate(sizes.items()):
@@ -38,8 +38,9 @@ def write_corpus(root: Path, sizes: dict[str, int]) -> Path:
     for lang, col in (("en", 0), ("de", 1)):
       with gzip.open(root / "raw" / f"{split}.{lang}.gz", "wt", encoding="utf-8") as f:
         f.write("".join(p[col] + "\n" for p in pairs))
-    with gzip.open(root / "tok" / f"{split}.lc.norm.tok.de.gz", "wt", encoding="utf-8") as f:
-      f.write("".join(p[1].lower()[:-1] + " .\n" for p in pairs))
+      with gzip.open(root / "tok" / f"{split}.lc.norm.tok.{lang}.gz", "wt",
+                     encoding="utf-8") as f:
+        f.write("".join(p[col].lower()[:-1] + " .\n" for p in pairs))
   return root
 
 

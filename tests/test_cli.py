@@ -174,3 +174,22 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(trained_run, tmp_path)
   assert (copy / "checkpoints_unreadable" / "4").is_dir()  # Kept, out of the way.
   assert (copy / "checkpoints" / "4").is_dir()  # Saved anew from the resumed run.
   assert "Resumed from step 4" in trained_run.run("train.py", *args).stdout
+
+
+def test_tok_convention_trains_decodes_and_scores_lowercased_tokenized_text(fake_multi30k,
+                                                                           tmp_path):
+  args = ["--config=configs/quick.py:dropout", f"--workdir={tmp_path}",
+          f"--config.data.local_dir={fake_multi30k}", "--config.data.convention=tok", *TINY,
+          "--config.data.vocab_size=50"]  # Lowercased text has fewer pieces.
+  final = json.loads(run("train.py", *args).stdout.strip().splitlines()[-1])
+  assert final["eval_bleu"] == final["eval_bleu_tok"]  # Tokenized BLEU is the metric.
+  report = eval_lib.evaluate(tmp_path, split="test_2016_flickr", beam=2,
+                             output_dir=str(tmp_path / "out"))
+  assert report["convention"] == "tok" and "sacrebleu" not in report
+  assert report["bleu_tok"] >= 0 and len(report["hypotheses"]) == 30
+  translator = eval_lib.Translator.from_workdir(tmp_path)
+  hyps = [h.text for h in translator.translate(["A Dog runs.", "The MAN sits."], beam=1)]
+  # The vocabulary saw lowercased text only; raw input is tokenized as the data was.
+  assert all(h == h.lower() for h in report["hypotheses"] + hyps)
+  assert translator.translate(["A Dog runs."], beam=1) == translator.translate(
+      ["a dog runs ."], beam=1, tokenized=True)

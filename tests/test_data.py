@@ -19,6 +19,7 @@ def test_builder_reads_local_copy_in_file_order(fake_multi30k, tmp_path):
   assert data["train"]["target"] == [p[1] for p in expected]
   assert len(data["test_2016_flickr"]["source"]) == 30
   assert data["train"]["target_tok"][0] == expected[0][1].lower()[:-1] + " ."
+  assert data["train"]["source_tok"][0] == expected[0][0].lower()[:-1] + " ."
   # The raw folder itself works too, and the reverse pair.
   reverse = multi30k.load("de", "en", ("validation",), str(tmp_path / "b"),
                           str(fake_multi30k / "raw"))

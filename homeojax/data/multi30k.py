@@ -85,8 +85,9 @@ def parse_lines(data: bytes, name: str) -> list[str]:
 class Multi30k(tfds.core.GeneratorBasedBuilder):
   """Multi30K task 1: image descriptions in en, de, fr and cs, aligned by line."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Task 1 raw sentences with tokenized target references."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Task 1 raw sentences with tokenized target references.",
+                   "1.1.0": "Tokenized sources too (`source_tok`)."}
   BUILDER_CONFIGS = [Multi30kConfig(source=s, target=t)
                      for s, t in itertools.permutations(LANGUAGES, 2)]
 
@@ -106,7 +107,8 @@ class Multi30k(tfds.core.GeneratorBasedBuilder):
             "index": tfds.features.Scalar(dtype=np.int64),
             "source": tfds.features.Text(),
             "target": tfds.features.Text(),
-            "target_tok": tfds.features.Text(),  # Lowercased, normalized, Moses-tokenized.
+            "source_tok": tfds.features.Text(),  # Lowercased, normalized, Moses-tokenized.
+            "target_tok": tfds.features.Text(),  # The same; "" where upstream has none.
         }),
         supervised_keys=("source", "target"),
         homepage="https://github.com/multi30k/dataset",
@@ -114,18 +116,17 @@ class Multi30k(tfds.core.GeneratorBasedBuilder):
     )
 
   def _files(self, dl_manager) -> dict[str, dict[str, Path | None]]:
-    """Per split: the source, target and tokenized-target paths."""
+    """Per split: the source, target and tokenized source and target paths."""
     cfg = self.builder_config
+    roles = (("source", cfg.source), ("target", cfg.target), ("source_tok", cfg.source),
+             ("target_tok", cfg.target))
     if self.local_dir is None:
       urls = {f"{split}/{role}": BASE_URL + (
-          f"raw/{SPLIT_FILES[split]}.{lang}.gz" if role != "target_tok"
-          else f"tok/{SPLIT_FILES[split]}.lc.norm.tok.{lang}")
-              for split in self.splits
-              for role, lang in (("source", cfg.source), ("target", cfg.target),
-                                 ("target_tok", cfg.target))}
+          f"tok/{SPLIT_FILES[split]}.lc.norm.tok.{lang}" if role.endswith("_tok")
+          else f"raw/{SPLIT_FILES[split]}.{lang}.gz")
+              for split in self.splits for role, lang in roles}
       paths = dl_manager.download(urls)
-      return {split: {role: Path(paths[f"{split}/{role}"])
-                      for role in ("source", "target", "target_tok")}
+      return {split: {role: Path(paths[f"{split}/{role}"]) for role, _ in roles}
               for split in self.splits}
     files = {}
     for split in self.splits:
@@ -137,6 +138,7 @@ class Multi30k(tfds.core.GeneratorBasedBuilder):
               f"Multi30K file {SPLIT_FILES[split]}.{lang}.gz for split {split!r} not found "
               f"in {self.local_dir!r} (looked in raw/ and the directory itself)")
       files[split] = {"source": source, "target": target,
+                      "source_tok": local_file(self.local_dir, "tok", split, cfg.source),
                       "target_tok": local_file(self.local_dir, "tok", split, cfg.target)}
     return files
 
@@ -145,21 +147,19 @@ class Multi30k(tfds.core.GeneratorBasedBuilder):
             for split, paths in self._files(dl_manager).items()}
 
   def _generate_examples(self, paths: dict[str, Path | None]) -> Iterator:
-    source, target = read_lines(paths["source"]), read_lines(paths["target"])
-    tok = read_lines(paths["target_tok"]) if paths["target_tok"] else [""] * len(target)
-    counts = {paths["source"]: len(source), paths["target"]: len(target)}
-    if paths["target_tok"]:
-      counts[paths["target_tok"]] = len(tok)
+    lines = {role: read_lines(path) for role, path in paths.items() if path}
+    counts = {paths[role]: len(found) for role, found in lines.items()}
     if len(set(counts.values())) > 1:
       raise ValueError("Multi30K files differ in line count: "
                        + ", ".join(f"{p} has {n}" for p, n in counts.items()))
-    for i, (src, tgt, ref) in enumerate(zip(source, target, tok)):
-      yield i, {"index": i, "source": src, "target": tgt, "target_tok": ref}
+    for i in range(len(lines["source"])):
+      yield i, {"index": i, **{role: lines[role][i] if role in lines else "" for role in paths}}
 
 
 def load(source: str, target: str, splits: Sequence[str], tfds_dir: str,
          local_dir: str | None = None) -> dict[str, dict[str, list[str]]]:
-  """Prepares (once) and reads the given splits: `{split: {source, target, target_tok}}`.
+  """Prepares (once) and reads the given splits: `{split: {source, target, source_tok,
+  target_tok}}` (the `_tok` lists hold "" where the copy has no tokenized file).
 
   Splits missing from an earlier preparation are added by preparing again.
   """
@@ -186,5 +186,5 @@ def load(source: str, target: str, splits: Sequence[str], tfds_dir: str,
     data = builder.as_data_source(split=split)
     rows = [data[i] for i in range(len(data))]
     out[split] = {key: [row[key].decode("utf-8") for row in rows]
-                  for key in ("source", "target", "target_tok")}
+                  for key in ("source", "target", "source_tok", "target_tok")}
   return out
