@@ -163,11 +163,27 @@ def eval_main() -> None:
                                    "expected_gain (overrides the run's; names the outputs).")
   average = flags.DEFINE_integer("average_last", 1, "Average the parameters (and statistics) "
                                  "of the N newest kept checkpoints up to --checkpoint.")
+  tune = flags.DEFINE_list("tune_alpha", None, "Length-penalty exponents to try on the "
+                           "validation split (instead of decoding --split or a file).")
   flags.mark_flag_as_required("workdir")
   define_multihost_flags()
 
   def main(argv: list[str]) -> None:
     start(argv)
+    if tune.value is not None:
+      if split.value not in (None, "validation") or source.value is not None:
+        raise ValueError("--tune_alpha decodes the validation split only (never a test "
+                         f"split): drop --split={split.value} / --source_file")
+      try:
+        alphas = [float(a) for a in tune.value]
+      except ValueError:
+        raise ValueError(f"--tune_alpha={','.join(tune.value)} is not a list of "
+                         "numbers") from None
+      print(json.dumps(eval_lib.tune_alpha(
+          workdir.value, alphas, checkpoint=checkpoint.value, beam=beam.value,
+          penalty=penalty.value, local_dir=local_dir.value, tokens_per_batch=tokens.value,
+          average_last=average.value), indent=1))
+      return
     stdin = source.value == "-"
     report = eval_lib.evaluate(
         workdir.value, checkpoint=checkpoint.value, split=split.value,

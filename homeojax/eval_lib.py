@@ -170,6 +170,49 @@ def read_stdin() -> list[str]:
   return lines
 
 
+def split_texts(translator: Translator, workdir: Path, split: str,
+                local_dir: str | None = None) -> dict[str, list[str]]:
+  """A Multi30K split of the run's language pair: `source` in the run's convention
+  (decoded as is), and the `target` and `target_tok` references."""
+  c = translator.config
+  texts = multi30k.load(c.data.source_lang, c.data.target_lang, (split,),
+                        c.data.tfds_dir or str(workdir / "tfds"),
+                        local_dir or c.data.local_dir or None)[split]
+  return {**texts, "source": texts[train_lib.text_fields(translator.convention)[0]]}
+
+
+def tune_alpha(workdir: str | Path, alphas: Sequence[float], *, checkpoint: str = "latest",
+               beam: int | None = None, penalty: str | None = None,
+               local_dir: str | None = None, tokens_per_batch: int | None = None,
+               average_last: int = 1) -> dict[str, Any]:
+  """Decodes the validation split (never a test split) with each length-penalty exponent;
+  returns, and writes to `WORKDIR/eval/step_N/alpha_tuning.json`, each one's tokenized
+  BLEU, brevity penalty and length ratio, and the best by tokenized BLEU."""
+  if not alphas or any(a < 0 for a in alphas):
+    raise ValueError(f"alphas={list(alphas)} must be one or more numbers >= 0")
+  workdir = paths.absolute(workdir)
+  translator = Translator.from_workdir(workdir, checkpoint, average_last=average_last)
+  c = translator.config
+  texts = split_texts(translator, workdir, "validation", local_dir)
+  rows = []
+  for alpha in alphas:
+    hyps = [h.text for h in translator.translate(
+        texts["source"], beam=beam, alpha=alpha, penalty=penalty,
+        tokens_per_batch=tokens_per_batch, tokenized=True)]
+    bleu = metrics.bleu_scores(hyps, texts["target"], texts["target_tok"],
+                               c.data.target_lang, translator.convention)
+    rows.append({"alpha": alpha, **{k: v for k, v in bleu.items() if k != "sacrebleu"},
+                 **({"sacrebleu": bleu["sacrebleu"]["score"]} if "sacrebleu" in bleu else {})})
+  result = {"workdir": str(workdir), "step": translator.step, "split": "validation",
+            "beam": beam or c.decode.beam_size,
+            "penalty": penalty or c.decode.get("penalty", "gnmt"), "rows": rows,
+            "best_alpha": max(rows, key=lambda r: r["bleu_tok"] or 0.0)["alpha"]}
+  out_dir = workdir / "eval" / f"step_{translator.step}"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  (out_dir / "alpha_tuning.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+  return result
+
+
 def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | None = None,
              source_file: str | None = None, sources: Sequence[str] | None = None,
              reference_file: str | None = None, reference_tok_file: str | None = None,
@@ -201,10 +244,7 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
 
   read = lambda path: multi30k.read_lines(paths.absolute(path)) if path else None
   if split is not None:
-    texts = multi30k.load(c.data.source_lang, c.data.target_lang, (split,),
-                          c.data.tfds_dir or str(workdir / "tfds"),
-                          local_dir or c.data.local_dir or None)[split]
-    texts["source"] = texts[train_lib.text_fields(translator.convention)[0]]
+    texts = split_texts(translator, workdir, split, local_dir)
     name = split
   else:
     texts = {"source": list(sources) if sources is not None else read(source_file),

@@ -16,10 +16,12 @@ from tensorboardX import SummaryWriter
 
 
 def sacrebleu_score(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
-  """sacreBLEU (0-100) on detokenized, cased text, with its signature."""
+  """sacreBLEU (0-100) on detokenized, cased text, with its signature, brevity penalty and
+  length ratio."""
   bleu = sacrebleu.metrics.BLEU()
-  return {"score": bleu.corpus_score(list(hypotheses), [list(references)]).score,
-          "signature": str(bleu.get_signature())}
+  result = bleu.corpus_score(list(hypotheses), [list(references)])
+  return {"score": result.score, "signature": str(bleu.get_signature()), "bp": result.bp,
+          "ratio": result.sys_len / result.ref_len}
 
 
 @functools.cache
@@ -38,11 +40,20 @@ def tokenized_bleu(hypotheses: Sequence[str], references_tok: Sequence[str],
   """BLEU (0-100) of lowercased, Moses-tokenized hypotheses (as given, for hypotheses
   already in that form) against `lc.norm.tok` references, as the Multi30K literature
   reports; None without tokenized references."""
+  found = tokenized_bleu_details(hypotheses, references_tok, lang, tokenize_hypotheses)
+  return None if found is None else found["score"]
+
+
+def tokenized_bleu_details(hypotheses: Sequence[str], references_tok: Sequence[str] | None,
+                           lang: str, tokenize_hypotheses: bool = True) -> dict | None:
+  """`tokenized_bleu` with its brevity penalty `bp` and length `ratio` (hypothesis over
+  reference tokens); None without tokenized references."""
   if not references_tok or not all(references_tok):
     return None
   hyps = [moses_tokenize(h, lang) for h in hypotheses] if tokenize_hypotheses else hypotheses
   bleu = sacrebleu.metrics.BLEU(tokenize="none", force=True)
-  return bleu.corpus_score(list(hyps), [list(references_tok)]).score
+  result = bleu.corpus_score(list(hyps), [list(references_tok)])
+  return {"score": result.score, "bp": result.bp, "ratio": result.sys_len / result.ref_len}
 
 
 CONVENTIONS = ("raw", "tok")
@@ -54,14 +65,21 @@ def bleu_scores(hypotheses: Sequence[str], references: Sequence[str] | None,
   """BLEU in a run's data convention. `raw` (cased, detokenized output): `sacrebleu`
   against `references` and `bleu_tok` after lowercasing and tokenizing the output. `tok`
   (output in the `lc.norm.tok` form): `bleu_tok` as is, against `references_tok` or, if
-  none, the Moses-tokenized `references`; sacreBLEU needs detokenized output, so none."""
+  none, the Moses-tokenized `references`; sacreBLEU needs detokenized output, so none.
+  With tokenized references, also the brevity penalty `bleu_tok_bp` and the length ratio
+  `bleu_tok_ratio` of tokenized BLEU."""
+  scores = {}
   if convention == "raw":
-    scores = {"sacrebleu": sacrebleu_score(hypotheses, references)} if references else {}
-    return {**scores, "bleu_tok": tokenized_bleu(hypotheses, references_tok, lang)}
-  if not (references_tok and all(references_tok)) and references:
+    if references:
+      scores["sacrebleu"] = sacrebleu_score(hypotheses, references)
+  elif not (references_tok and all(references_tok)) and references:
     references_tok = [moses_tokenize(r, lang) for r in references]
-  return {"bleu_tok": tokenized_bleu(hypotheses, references_tok, lang,
-                                     tokenize_hypotheses=False)}
+  details = tokenized_bleu_details(hypotheses, references_tok, lang,
+                                   tokenize_hypotheses=convention == "raw")
+  scores["bleu_tok"] = None if details is None else details["score"]
+  if details is not None:
+    scores["bleu_tok_bp"], scores["bleu_tok_ratio"] = details["bp"], details["ratio"]
+  return scores
 
 
 def flatten_diagnostics(summary: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:

@@ -46,6 +46,8 @@ def test_eval_decodes_a_split_files_and_stdin_with_user_paths(trained_run):
   assert report["sentences"] == 30 and report["step"] == 4
   assert report["workdir"] == str(trained_run.workdir)
   assert "nrefs:1" in report["sacrebleu"]["signature"] and report["bleu_tok"] >= 0
+  assert 0 < report["bleu_tok_bp"] <= 1 and report["bleu_tok_ratio"] > 0
+  assert 0 < report["sacrebleu"]["bp"] <= 1 and report["sacrebleu"]["ratio"] > 0
   saved = json.loads((home / "éval out" / "test_2016_flickr.beam2.json").read_text())
   assert any(path.endswith("rfb_kwta_0") for path in saved["homeostasis"])
   hyps = (home / "éval out" / "test_2016_flickr.beam2.hyp.txt").read_text().splitlines()
@@ -125,6 +127,18 @@ def test_checkpoint_averaging_averages_params_and_statistics(trained_run):
                           ({"average_last": 0}, "average_last=0 must be")):
     with pytest.raises(ValueError, match=message):
       eval_lib.Translator.from_workdir(workdir, **kwargs)
+
+
+@USES_TRAINED_RUN
+def test_alpha_is_tuned_on_validation(trained_run):
+  result = eval_lib.tune_alpha(trained_run.workdir, [0.0, 1.0], beam=2)
+  assert result["split"] == "validation" and [r["alpha"] for r in result["rows"]] == [0.0, 1.0]
+  for row in result["rows"]:
+    assert row["bleu_tok"] >= 0 and 0 < row["bleu_tok_bp"] <= 1 and row["bleu_tok_ratio"] > 0
+  best = max(result["rows"], key=lambda r: r["bleu_tok"])
+  assert result["best_alpha"] == best["alpha"]
+  saved = trained_run.workdir / "eval" / "step_4" / "alpha_tuning.json"
+  assert json.loads(saved.read_text()) == result
 
 
 @USES_TRAINED_RUN
