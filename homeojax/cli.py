@@ -136,6 +136,7 @@ def train_main() -> None:
 
 def eval_main() -> None:
   """`homeojax-eval`: decodes a split or a file with a checkpoint; prints the report."""
+  from homeojax import decode as decode_lib  # pylint: disable=import-outside-toplevel
   from homeojax import eval_lib  # pylint: disable=import-outside-toplevel
 
   workdir = flags.DEFINE_string("workdir", None, "Training run directory.")
@@ -152,7 +153,7 @@ def eval_main() -> None:
   beam = flags.DEFINE_integer("beam", None, "Beam size (1 is greedy); default from the "
                               "config.")
   alpha = flags.DEFINE_float("alpha", None, "Length-penalty exponent; default from the config.")
-  penalty = flags.DEFINE_enum("penalty", None, ["gnmt", "fairseq"], "Length penalty: "
+  penalty = flags.DEFINE_enum("penalty", None, list(decode_lib.PENALTIES), "Length penalty: "
                               "((5 + |y|) / 6)^alpha or |y|^alpha; default from the config.")
   local_dir = flags.DEFINE_string("data_dir", None, "Local Multi30K copy (overrides the "
                                   "run's).")
