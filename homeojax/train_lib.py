@@ -204,15 +204,18 @@ class Checkpoints:
   """
 
   def __init__(self, workdir: Path, keep: int | None):
-    def options(max_to_keep, **kw):
+    def options(policy, **kw):
       if keep is None:
         return ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0,
                                             create=False, **kw)
-      return ocp.CheckpointManagerOptions(create=True, max_to_keep=max_to_keep, **kw)
+      return ocp.CheckpointManagerOptions(create=True, preservation_policy=policy, **kw)
+    bleu = lambda metrics: metrics["bleu"]
     with process.only_errors_logged():  # Orbax warns that a reader is read-only.
-      self.latest = ocp.CheckpointManager(workdir / "checkpoints", options=options(keep))
+      self.latest = ocp.CheckpointManager(workdir / "checkpoints", options=options(
+          ocp.checkpoint_managers.LatestN(n=keep)))
       self.best = ocp.CheckpointManager(workdir / "best", options=options(
-          1, best_fn=lambda m: m["bleu"], best_mode="max"))
+          ocp.checkpoint_managers.BestN(get_metric_fn=bleu, n=1), best_fn=bleu,
+          best_mode="max"))
 
   def save(self, state: TrainState, meta: dict, bleu: float | None = None) -> None:
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
