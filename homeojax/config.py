@@ -173,6 +173,16 @@ def with_eval_scale(model_cfg: TransformerConfig, eval_scale: str) -> Transforme
       for stack in ("encoder_sites", "decoder_sites")})
 
 
+def with_defaults(saved: dict) -> ml_collections.ConfigDict:
+  """A config saved by a run, with the fields it predates at their defaults (a run of
+  homeojax 0.1 has no `data.convention` or `decode.penalty`: it used `raw` and `gnmt`)."""
+  def merge(defaults: dict, given: dict) -> dict:
+    return {**defaults, **{
+        key: merge(defaults[key], value) if isinstance(defaults.get(key), dict) else value
+        for key, value in given.items()}}
+  return ml_collections.ConfigDict(merge(base_config().to_dict(), saved))
+
+
 def with_absolute_paths(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy of `c` whose data directories are absolute (`~` expanded), so a checkpoint's
   config means the same from any directory."""

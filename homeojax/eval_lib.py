@@ -92,7 +92,7 @@ class Translator:
       raise ValueError(f"average_last={average_last}, but {str(workdir / 'checkpoints')!r} "
                        f"keeps only steps {steps} up to {step}: raise keep_checkpoints")
     meta = train_lib.read_meta(manager, step)
-    c = ml_collections.ConfigDict(meta["config"])
+    c = config_lib.with_defaults(meta["config"])
     model_cfg = config_lib.model_config(c)
     vocab_path = workdir / meta["vocab"]
     if not vocab_path.is_file():
@@ -124,11 +124,6 @@ class Translator:
                 tokens_per_batch: int | None = None,
                 tokenized: bool = False) -> list[list[Hypothesis]]: ...
 
-  @property
-  def convention(self) -> str:
-    """The run's data convention, `raw` or `tok` (runs of homeojax 0.1: `raw`)."""
-    return self.config.data.get("convention", "raw")
-
   def translate(self, texts, *, beam=None, alpha=None, penalty=None, n_best=None,
                 tokens_per_batch=None, tokenized=False):
     """The best translation of each text or, with `n_best=n`, its n best (n <= beam),
@@ -139,8 +134,7 @@ class Translator:
       raise TypeError("texts must be a sequence of strings, not one string")
     beam = self.config.decode.beam_size if beam is None else beam
     alpha = self.config.decode.length_penalty if alpha is None else alpha
-    # Runs of homeojax 0.1 have no `decode.penalty`: theirs was GNMT's.
-    penalty = penalty or self.config.decode.get("penalty", "gnmt")
+    penalty = penalty or self.config.decode.penalty
     if penalty not in decode_lib.PENALTIES:
       raise ValueError(f"penalty={penalty!r} is not one of {decode_lib.PENALTIES}")
     tokens_per_batch = tokens_per_batch or self.config.decode.tokens_per_batch
@@ -152,7 +146,7 @@ class Translator:
       raise ValueError(f"tokens_per_batch={tokens_per_batch} must be >= 1")
     if not texts:
       return []
-    if self.convention == "tok" and not tokenized:
+    if self.config.data.convention == "tok" and not tokenized:
       texts = [metrics.moses_tokenize(t, self.config.data.source_lang) for t in texts]
     found = decode_lib.translate_split(
         self.model, self.variables, tokenizer.encode(self.sp, list(texts)), self.sp,
@@ -178,7 +172,7 @@ def split_texts(translator: Translator, workdir: Path, split: str,
   texts = multi30k.load(c.data.source_lang, c.data.target_lang, (split,),
                         c.data.tfds_dir or str(workdir / "tfds"),
                         local_dir or c.data.local_dir or None)[split]
-  return {**texts, "source": texts[train_lib.text_fields(translator.convention)[0]]}
+  return {**texts, "source": texts[train_lib.text_fields(c.data.convention)[0]]}
 
 
 def tune_alpha(workdir: str | Path, alphas: Sequence[float], *, checkpoint: str = "latest",
@@ -200,12 +194,12 @@ def tune_alpha(workdir: str | Path, alphas: Sequence[float], *, checkpoint: str 
         texts["source"], beam=beam, alpha=alpha, penalty=penalty,
         tokens_per_batch=tokens_per_batch, tokenized=True)]
     bleu = metrics.bleu_scores(hyps, texts["target"], texts["target_tok"],
-                               c.data.target_lang, translator.convention)
+                               c.data.target_lang, c.data.convention)
     rows.append({"alpha": alpha, **{k: v for k, v in bleu.items() if k != "sacrebleu"},
                  **({"sacrebleu": bleu["sacrebleu"]["score"]} if "sacrebleu" in bleu else {})})
   result = {"workdir": str(workdir), "step": translator.step, "split": "validation",
             "beam": beam or c.decode.beam_size,
-            "penalty": penalty or c.decode.get("penalty", "gnmt"), "rows": rows,
+            "penalty": penalty or c.decode.penalty, "rows": rows,
             "best_alpha": max(rows, key=lambda r: r["bleu_tok"] or 0.0)["alpha"]}
   out_dir = workdir / "eval" / f"step_{translator.step}"
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -240,7 +234,7 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
   c, step = translator.config, translator.step
   beam = beam or c.decode.beam_size
   alpha = c.decode.length_penalty if alpha is None else alpha
-  penalty = penalty or c.decode.get("penalty", "gnmt")  # 0.1 runs: GNMT.
+  penalty = penalty or c.decode.penalty
 
   read = lambda path: multi30k.read_lines(paths.absolute(path)) if path else None
   if split is not None:
@@ -272,9 +266,9 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
       "sentences": len(hyps), "beam": beam, "alpha": alpha, "penalty": penalty,
       "decode_seconds": seconds,
       "variant": c.variant, "seed": c.seed, "eval_scale": eval_scale,
-      "averaged_steps": list(translator.averaged_steps), "convention": translator.convention}
+      "averaged_steps": list(translator.averaged_steps), "convention": c.data.convention}
   bleu = metrics.bleu_scores(hyps, texts["target"], texts["target_tok"], c.data.target_lang,
-                             translator.convention)
+                             c.data.convention)
   report.update({k: v for k, v in bleu.items() if v is not None})
   report["homeostasis"] = diagnostics.summary_json(
       jax.device_get(translator.variables[HOMEOSTASIS]))

@@ -35,19 +35,12 @@ def moses_tokenize(text: str, lang: str) -> str:
   return tokenizer.tokenize(normalizer.normalize(text.lower()), escape=True, return_str=True)
 
 
-def tokenized_bleu(hypotheses: Sequence[str], references_tok: Sequence[str],
-                   lang: str, tokenize_hypotheses: bool = True) -> float | None:
+def tokenized_bleu(hypotheses: Sequence[str], references_tok: Sequence[str] | None,
+                   lang: str, tokenize_hypotheses: bool = True) -> dict | None:
   """BLEU (0-100) of lowercased, Moses-tokenized hypotheses (as given, for hypotheses
   already in that form) against `lc.norm.tok` references, as the Multi30K literature
-  reports; None without tokenized references."""
-  found = tokenized_bleu_details(hypotheses, references_tok, lang, tokenize_hypotheses)
-  return None if found is None else found["score"]
-
-
-def tokenized_bleu_details(hypotheses: Sequence[str], references_tok: Sequence[str] | None,
-                           lang: str, tokenize_hypotheses: bool = True) -> dict | None:
-  """`tokenized_bleu` with its brevity penalty `bp` and length `ratio` (hypothesis over
-  reference tokens); None without tokenized references."""
+  reports, with its brevity penalty `bp` and length `ratio` (hypothesis over reference
+  tokens); None without tokenized references."""
   if not references_tok or not all(references_tok):
     return None
   hyps = [moses_tokenize(h, lang) for h in hypotheses] if tokenize_hypotheses else hypotheses
@@ -74,8 +67,8 @@ def bleu_scores(hypotheses: Sequence[str], references: Sequence[str] | None,
       scores["sacrebleu"] = sacrebleu_score(hypotheses, references)
   elif not (references_tok and all(references_tok)) and references:
     references_tok = [moses_tokenize(r, lang) for r in references]
-  details = tokenized_bleu_details(hypotheses, references_tok, lang,
-                                   tokenize_hypotheses=convention == "raw")
+  details = tokenized_bleu(hypotheses, references_tok, lang,
+                           tokenize_hypotheses=convention == "raw")
   scores["bleu_tok"] = None if details is None else details["score"]
   if details is not None:
     scores["bleu_tok_bp"], scores["bleu_tok_ratio"] = details["bp"], details["ratio"]

@@ -54,9 +54,10 @@ class Mechanism(nnx.Module):
     spec = self.spec(shape)
     self.deterministic = deterministic
     self.rngs = rngs
-    for name, value in spec.initial_state(shape).items():
+    state = spec.initial_state(shape)
+    for name, value in state.items():
       setattr(self, name, Homeostasis(value))
-    self.state_names = tuple(spec.initial_state(shape))
+    self.state_names = tuple(state)
 
   def spec(self, shape: tuple[int, ...]) -> layers.Homeostatic:
     """The Linen module that holds the options and the maths."""
@@ -112,7 +113,6 @@ class Dropout(nnx.Module):
     layers.Dropout(rate=rate, rng_collection=rng_collection)  # Checks the options.
     self.dropout = nnx.Dropout(rate, deterministic=deterministic,
                                rng_collection=rng_collection, rngs=rngs)
-    self.rng_collection = rng_collection
 
   def __call__(self, x: Array, valid: Array | None = None, *,
                deterministic: bool | None = None, update_stats: bool = True,

@@ -251,3 +251,12 @@ def test_tiny_model_learns_to_reverse():
   lengths = (test["tgt_out"] != 0).sum(1)
   exact = [np.array_equal(out[i, :n], test["tgt_out"][i, :n]) for i, n in enumerate(lengths)]
   assert np.mean(exact) >= 0.9
+
+
+def test_a_saved_config_gets_the_fields_it_predates_at_their_defaults():
+  saved = config_lib.base_config().to_dict()
+  del saved["decode"]["penalty"], saved["data"]["convention"]  # As homeojax 0.1 saved it.
+  saved["decode"]["beam_size"], saved["sites"]["encoder"]["ffn_hidden"] = 3, "kwta"
+  c = config_lib.with_defaults(saved)
+  assert (c.decode.penalty, c.data.convention) == ("gnmt", "raw")
+  assert c.decode.beam_size == 3 and c.sites.encoder.ffn_hidden == "kwta"
