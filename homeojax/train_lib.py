@@ -379,9 +379,11 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
           "vocab": data.vocab_path.name, "vocab_sha256": file_sha256(data.vocab_path)}
 
   state, shardings = init_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
+  wall_before = 0.0  # Seconds spent in the training loop by earlier, resumed-from runs.
   if checkpoints.latest.latest_step() is not None:
     state, old_meta = restore_latest_good(checkpoints.latest, state)
     check_compatible(old_meta, meta)
+    wall_before = old_meta.get("wall_seconds", 0.0)
     writer.truncate_after(int(state.step))
     print(f"Resumed from step {int(state.step)} in {workdir}")
   start = int(state.step)
@@ -429,6 +431,7 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
             "eval_bleu_tok": bleu["bleu_tok"]}
 
   pending, window, last_log, tokens_since = [], [], time.time(), 0
+  loop_start = last_log
   bar = metrics.Progress(start, c.num_train_steps, enabled=progress and main_process)
   record: dict = {}
   batches = batcher.train_batches(start)
@@ -456,7 +459,8 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
                   "accuracy": float(np.mean([s["accuracy"] for s in fetched])),
                   "grad_norm": float(np.mean([s["grad_norm"] for s in fetched])),
                   "tokens_per_sec": tokens_since / (now - last_log),
-                  "learning_rate": float(schedule(step // c.optim.grad_accumulation))}
+                  "learning_rate": float(schedule(step // c.optim.grad_accumulation)),
+                  "wall_seconds": wall_before + now - loop_start}
         record.update(metrics.flatten_diagnostics(summarize(state.homeostasis)))
         last_log, tokens_since = now, 0
         bar.update(step, record)
@@ -469,7 +473,8 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
         if (bad := first_nonfinite(state.params)) is not None:
           raise FloatingPointError(f"non-finite parameter {bad} after step {step}; the last "
                                    f"good checkpoint is kept in {workdir / 'checkpoints'}")
-        checkpoints.save(state, {**meta, "step": step},
+        checkpoints.save(state, {**meta, "step": step,
+                                 "wall_seconds": wall_before + time.time() - loop_start},
                          bleu=record.get("eval_bleu") if record.get("step") == step else None)
       if stopping:
         raise Interrupted(stopping, stop.exit_code, step, str(workdir / "checkpoints"))

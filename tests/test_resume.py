@@ -1,6 +1,7 @@
 """Stops and resumes: Ctrl-C, SIGTERM and kill -9 mid-run, each resumed to the result of
 an uninterrupted run; one trainer per work dir; which configs may resume."""
 
+import json
 import os
 import re
 import signal
@@ -98,9 +99,11 @@ def test_stops_by_signal_and_kill_resume_bitwise_identically(fake_multi30k, tmp_
     np.testing.assert_array_equal(again[key], straight[key], err_msg=key)
   betas = [v for k, v in straight.items() if k.endswith("['beta']")]
   assert betas and all(b == 0.5 ** (STEPS // epoch) for b in betas)  # Halved per epoch.
-  steps = [int(l.split('"step": ')[1].split(",")[0])
-           for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  steps = [r["step"] for r in records]
   assert steps == sorted(set(steps))  # No duplicated log records after the resumes.
+  walls = [r["wall_seconds"] for r in records]
+  assert walls == sorted(walls) and walls[0] > 0  # Wall time adds up across the resumes.
 
 
 def test_resume_compares_site_chains_by_meaning_and_names_the_site():
