@@ -160,7 +160,8 @@ def bench_train(rounds: int) -> list[dict]:
     fns, memory, cache_sizes, steps = {}, {}, {}, {}
     for label, (variant, method) in STEP_VARIANTS.items():
       c = CONFIGS[config_name](variant)
-      c.regularizer.method = method
+      for name in ("kwta", "rfb_kwta", "smart_inhibition"):
+        c.mechanisms[name].method = method
       model = Transformer(config_lib.validate(c))
       optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
       state, shardings = train_lib.init_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)

@@ -11,16 +11,15 @@ Evaluate with `eval.py --average_last=10` (the config's beam and length penalty)
 
 from homeojax import config as config_lib
 
-DROPOUT = "dropout(rate={dropout})"
 
 
 def get_config(variant: str = "dropout"):
   c = config_lib.apply_variant(config_lib.base_config(), variant)
   for stack in ("encoder", "decoder"):
     sites = c.sites[stack]
-    if sites.attn_weights == DROPOUT:  # Dropout on embeddings, none on attention.
+    if sites.attn_weights == "dropout":  # Dropout on embeddings, none on attention.
       sites.attn_weights = ""
-    sites.embedding = DROPOUT
+    sites.embedding = "dropout"
   c.model.d_model = 128  # Residual stream width.
   c.model.d_ff = 256  # Feed-forward width.
   c.model.heads = 4  # Attention heads.
@@ -30,7 +29,7 @@ def get_config(variant: str = "dropout"):
   c.data.convention = "tok"  # Train and decode on lc.norm.tok; score tokenized BLEU.
   c.data.vocab_size = 10_000  # Joint vocabulary of 10k pieces (theirs: 10k joint BPE).
   c.data.tokens_per_batch = 4096  # Padded tokens per batch (theirs: --max-tokens 4096).
-  c.regularizer.dropout = 0.3  # On embeddings and sublayer outputs.
+  c.mechanisms.dropout.rate = 0.3  # On embeddings and sublayer outputs.
   c.optim.schedule = "inverse_sqrt"  # fairseq's inverse_sqrt.
   c.optim.learning_rate = 5e-3  # Peak rate.
   c.optim.warmup_steps = 2000  # Updates of linear warmup.

@@ -1,17 +1,18 @@
 """homeojax: homeostatic sparsity (kWTA, RFB-kWTA, Smart Inhibition) for JAX/Flax Transformers."""
 
 from homeojax.diagnostics import summarize, summary_json
-from homeojax.layers import (HOMEOSTASIS, KWTA, RFBKWTA, Dropout, Mechanism, Site,
-                             SmartInhibition, decay_beta, parse_chain)
+from homeojax.layers import HOMEOSTASIS, MechanismLayer, Site, end_epoch, find_mechanisms
+from homeojax.mechanisms import (KWTA, RFBKWTA, Dropout, Mechanism, SmartInhibition,
+                                 parse_chain)
 from homeojax.ops import (boost_factors, kwta, num_winners, rfb_kwta, smart_inhibition,
                           threshold, update_duty_cycle)
 
 __version__ = "0.2.0.dev0"  # The one source of the version (pyproject.toml reads it).
 __all__ = [
-    "HOMEOSTASIS", "KWTA", "RFBKWTA", "Dropout", "Hypothesis", "Mechanism", "Site",
-    "SmartInhibition", "Translator", "boost_factors", "decay_beta", "kwta", "num_winners",
-    "parse_chain", "rfb_kwta", "smart_inhibition", "summarize", "summary_json", "threshold",
-    "update_duty_cycle",
+    "HOMEOSTASIS", "KWTA", "RFBKWTA", "Dropout", "Hypothesis", "Mechanism", "MechanismLayer",
+    "Site", "SmartInhibition", "Translator", "boost_factors", "end_epoch", "find_mechanisms",
+    "kwta", "num_winners", "parse_chain", "rfb_kwta", "smart_inhibition", "summarize",
+    "summary_json", "threshold", "update_duty_cycle",
 ]
 
 

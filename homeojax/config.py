@@ -1,8 +1,10 @@
 """Experiment configuration: the base config, the paper's variants, and validation.
 
-Site chains may hold `{sparsity}`, `{beta}`, `{method}`, `{period}` and `{dropout}`
-placeholders, filled from `config.regularizer` when the model is built, so one command-line
-override (`--config.regularizer.sparsity=0.5`) changes every site of a variant.
+Site chains name mechanisms in the compact syntax (`"rfb_kwta, dropout"`); an option a
+chain does not name comes from the mechanism's group in `config.mechanisms`, so
+`--config.mechanisms.rfb_kwta.sparsity=0.5` changes every RFB-kWTA site and nothing else,
+and `--config.sites.encoder.block_output="rfb_kwta(sparsity=0.7), dropout"` changes one
+site. Chains are parsed once, here, into `homeojax.mechanisms` objects.
 """
 
 from __future__ import annotations
@@ -16,33 +18,32 @@ from homeojax import ops, paths
 from homeojax.decode import PENALTIES
 from homeojax.metrics import CONVENTIONS
 from homeojax.data.multi30k import LANGUAGES, SPLIT_FILES
-from homeojax.layers import with_option
+from homeojax.mechanisms import (MECHANISMS, Boosted, SmartInhibition, chain_text, make,
+                                 parse_chain)
 from homeojax.model import SITE_NAMES, Sites, TransformerConfig
 
 SCHEDULES = ("cosine", "inverse_sqrt")  # Learning-rate schedules (train_lib).
-_DROPOUT = "dropout(rate={dropout})"
-_SMART = "smart_inhibition(sparsity={dropout}, beta={beta}, period={period})"
-
-
-def _rfb_kwta(by: str = "") -> str:
-  """The RFB-kWTA chain item; `by="magnitude"` picks winners by |x|."""
-  return ("rfb_kwta(sparsity={sparsity}, beta={beta}, method={method}, period={period}"
-          + (f", by={by}" if by else "") + ")")
-
+SPEC_VERSION = 2  # Of the mechanisms (shared/docs/homeostasis.md), saved in checkpoints.
 
 # The paper's variants, the chain of each site (the same for encoder and decoder), and
 # rfb_kwta_magnitude_dropout: the paper's best with winners by magnitude (docs/results.md).
+# The `_v1` variants are Smart Inhibition version 1 (biased), only to reproduce its runs.
 VARIANTS: dict[str, dict[str, str]] = {
     "classic": {},
-    "dropout": {"attn_weights": _DROPOUT, "block_output": _DROPOUT},
-    "kwta": {"block_output": "kwta(sparsity={sparsity}, method={method})"},
-    "rfb_kwta_dropout": {"attn_weights": _DROPOUT,
-                         "block_output": f"{_rfb_kwta()}, {_DROPOUT}"},
-    "smart_inhibition": {"attn_weights": _SMART, "block_output": _SMART},
-    "rfb_kwta_smart_inhibition": {"attn_weights": _SMART,
-                                  "block_output": f"{_rfb_kwta()}, {_SMART}"},
-    "rfb_kwta_magnitude_dropout": {"attn_weights": _DROPOUT,
-                                   "block_output": f"{_rfb_kwta('magnitude')}, {_DROPOUT}"},
+    "dropout": {"attn_weights": "dropout", "block_output": "dropout"},
+    "kwta": {"block_output": "kwta"},
+    "rfb_kwta_dropout": {"attn_weights": "dropout", "block_output": "rfb_kwta, dropout"},
+    "smart_inhibition": {"attn_weights": "smart_inhibition",
+                         "block_output": "smart_inhibition"},
+    "rfb_kwta_smart_inhibition": {"attn_weights": "smart_inhibition",
+                                  "block_output": "rfb_kwta, smart_inhibition"},
+    "rfb_kwta_magnitude_dropout": {"attn_weights": "dropout",
+                                   "block_output": "rfb_kwta(by='magnitude'), dropout"},
+    "smart_inhibition_v1": {"attn_weights": "smart_inhibition(scaling='uniform')",
+                            "block_output": "smart_inhibition(scaling='uniform')"},
+    "rfb_kwta_smart_inhibition_v1": {
+        "attn_weights": "smart_inhibition(scaling='uniform')",
+        "block_output": "rfb_kwta, smart_inhibition(scaling='uniform')"},
 }
 
 
@@ -74,13 +75,34 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.pre_ln = True  # LayerNorm before sublayers (False: after the residual add).
   c.model.share_embeddings = True  # Tie source, target and output embeddings.
 
-  c.regularizer = ml_collections.ConfigDict()
-  c.regularizer.dropout = 0.1  # Dropout rate (and Smart Inhibition sparsity in variants).
-  c.regularizer.sparsity = 0.3  # kWTA / RFB-kWTA sparsity s (share of features zeroed).
-  c.regularizer.beta = 1.0  # Boost strength of RFB-kWTA and Smart Inhibition.
-  c.regularizer.beta_decay = 1.0  # Boost strength multiplied by this after every epoch.
-  c.regularizer.method = "exact"  # kWTA threshold: exact or statistical.
-  c.regularizer.period = 1000  # Duty-cycle averaging period, in steps.
+  # Each mechanism's options wherever a site chain names it without them (its own knobs:
+  # no mechanism reads another's).
+  c.mechanisms = ml_collections.ConfigDict()
+  c.mechanisms.dropout = ml_collections.ConfigDict()
+  c.mechanisms.dropout.rate = 0.1  # Dropout rate.
+  c.mechanisms.kwta = ml_collections.ConfigDict()
+  c.mechanisms.kwta.sparsity = 0.3  # Share of features zeroed.
+  c.mechanisms.kwta.period = 1000  # Duty-cycle averaging period, in steps.
+  c.mechanisms.kwta.method = "exact"  # Threshold: exact, top_k or statistical.
+  c.mechanisms.kwta.by = "value"  # Winners by value or by magnitude.
+  c.mechanisms.rfb_kwta = ml_collections.ConfigDict()
+  c.mechanisms.rfb_kwta.sparsity = 0.3  # Share of features zeroed.
+  c.mechanisms.rfb_kwta.beta = 1.0  # Boost strength.
+  c.mechanisms.rfb_kwta.b_max = 10.0  # Boosts clipped to [1/b_max, b_max].
+  c.mechanisms.rfb_kwta.beta_decay = 1.0  # Boost strength multiplied by this every epoch.
+  c.mechanisms.rfb_kwta.period = 1000  # Duty-cycle averaging period, in steps.
+  c.mechanisms.rfb_kwta.method = "exact"  # Threshold: exact, top_k or statistical.
+  c.mechanisms.rfb_kwta.by = "value"  # Winners by value or by magnitude.
+  c.mechanisms.rfb_kwta.transmit = "boosted"  # Pass on boosted or raw values of winners.
+  c.mechanisms.smart_inhibition = ml_collections.ConfigDict()
+  c.mechanisms.smart_inhibition.sparsity = 0.1  # Expected share of features dropped.
+  c.mechanisms.smart_inhibition.beta = 1.0  # Strength of the preference for rare features.
+  c.mechanisms.smart_inhibition.b_max = 10.0  # Preferences clipped to [1/b_max, b_max].
+  c.mechanisms.smart_inhibition.beta_decay = 1.0  # Strength multiplied by this every epoch.
+  c.mechanisms.smart_inhibition.period = 1000  # Duty-cycle averaging period, in steps.
+  c.mechanisms.smart_inhibition.method = "exact"  # Threshold of the recorded kWTA winners.
+  c.mechanisms.smart_inhibition.sampling = "bernoulli"  # bernoulli or exact_k.
+  c.mechanisms.smart_inhibition.scaling = "unbiased"  # unbiased (v2) or uniform (v1 only).
 
   c.sites = ml_collections.ConfigDict()
   for stack in ("encoder", "decoder"):
@@ -132,27 +154,18 @@ def _check_int(name: str, value, low: int = 1) -> None:
     raise ValueError(f"{name}={value!r} must be an integer >= {low}")
 
 
-def check_regularizer(r: ml_collections.ConfigDict) -> None:
-  """Validates the placeholder values, used or not by the current chains."""
-  ops.num_winners(1, r.sparsity, "regularizer.sparsity")
-  ops.check_range("regularizer.dropout", r.dropout, 0.0, 1.0, high_open=True)
-  ops.check_range("regularizer.beta", r.beta, 0.0)
-  ops.check_range("regularizer.beta_decay", r.beta_decay, 0.0, 1.0, low_open=True)
-  ops.check_range("regularizer.period", r.period, 1.0)
-  ops.check_choice("regularizer.method", r.method, ops.METHODS)
-
-
 def model_config(c: ml_collections.ConfigDict) -> TransformerConfig:
-  """The model's config, with site placeholders filled; raises ValueError on bad values."""
-  check_regularizer(c.regularizer)
+  """The model's config, its chains parsed with `c.mechanisms` as the options not named;
+  raises ValueError naming the site and the bad value."""
+  defaults = c.mechanisms.to_dict()
   stacks = {}
   for stack in ("encoder", "decoder"):
     chains = {}
     for name, chain in c.sites[stack].items():
       try:
-        chains[name] = chain.format(**c.regularizer)
-      except (KeyError, IndexError) as e:
-        raise ValueError(f"sites.{stack}.{name}={chain!r}: unknown placeholder {e}") from None
+        chains[name] = parse_chain(chain, defaults)
+      except ValueError as e:
+        raise ValueError(f"sites.{stack}.{name}={chain!r}: {e}") from None
     try:
       stacks[stack] = Sites.from_dict(chains)
     except ValueError as e:
@@ -163,19 +176,40 @@ def model_config(c: ml_collections.ConfigDict) -> TransformerConfig:
 
 def with_eval_scale(model_cfg: TransformerConfig, eval_scale: str) -> TransformerConfig:
   """The model with every Smart Inhibition evaluated with `eval_scale`; training is alike."""
-  chains = {(stack, name): with_option(getattr(getattr(model_cfg, stack), name),
-                                       "smart_inhibition", "eval_scale", eval_scale)
-            for stack in ("encoder_sites", "decoder_sites") for name in SITE_NAMES}
-  if not any(m.name == "smart_inhibition" for chain in chains.values() for m in chain):
+  def rescaled(chain):
+    return tuple(dataclasses.replace(m, eval_scale=eval_scale)
+                 if isinstance(m, SmartInhibition) else m for m in chain)
+  stacks = {stack: getattr(model_cfg, stack) for stack in ("encoder_sites", "decoder_sites")}
+  if not any(isinstance(m, SmartInhibition) for sites in stacks.values()
+             for name in SITE_NAMES for m in getattr(sites, name)):
     raise ValueError(f"eval_scale={eval_scale!r}: the run has no Smart Inhibition site")
   return dataclasses.replace(model_cfg, **{
-      stack: Sites(**{name: ", ".join(map(str, chains[stack, name])) for name in SITE_NAMES})
-      for stack in ("encoder_sites", "decoder_sites")})
+      stack: Sites(**{name: rescaled(getattr(sites, name)) for name in SITE_NAMES})
+      for stack, sites in stacks.items()})
+
+
+def upgrade_chain(text: str, regularizer: dict) -> str:
+  """A chain saved by homeojax 0.1 in today's terms: its `{placeholders}` filled from the
+  run's `regularizer`, its boost decay explicit, and Smart Inhibition at version 1."""
+  chain = []
+  for m in parse_chain(text.format(**regularizer)):
+    if isinstance(m, SmartInhibition):
+      m = dataclasses.replace(m, scaling="uniform")
+    if isinstance(m, Boosted):
+      m = dataclasses.replace(m, beta_decay=regularizer.get("beta_decay", 1.0))
+    chain.append(m)
+  return chain_text(tuple(chain))
 
 
 def with_defaults(saved: dict) -> ml_collections.ConfigDict:
   """A config saved by a run, with the fields it predates at their defaults (a run of
-  homeojax 0.1 has no `data.convention` or `decode.penalty`: it used `raw` and `gnmt`)."""
+  homeojax 0.1 has no `data.convention` or `decode.penalty`: it used `raw` and `gnmt`)
+  and its 0.1 chains upgraded (`upgrade_chain`)."""
+  if "regularizer" in saved:
+    regularizer = saved["regularizer"]
+    saved = {**{k: v for k, v in saved.items() if k != "regularizer"}, "sites": {
+        stack: {name: upgrade_chain(text, regularizer) for name, text in sites.items()}
+        for stack, sites in saved["sites"].items()}}
   def merge(defaults: dict, given: dict) -> dict:
     return {**defaults, **{
         key: merge(defaults[key], value) if isinstance(defaults.get(key), dict) else value
@@ -219,6 +253,15 @@ def validate(c: ml_collections.ConfigDict) -> TransformerConfig:
     ops.check_range(f"optim.{name}", c.optim[name], 0.0, 1.0, high_open=True)
   _check_int("decode.beam_size", c.decode.beam_size)
   _check_int("decode.eval_beam_size", c.decode.eval_beam_size)
+  unknown = set(c.mechanisms) - set(MECHANISMS)
+  if unknown:
+    raise ValueError(f"mechanisms.{sorted(unknown)[0]} is not a mechanism; mechanisms are "
+                     f"{tuple(MECHANISMS)}")
+  for name, options in c.mechanisms.items():
+    try:
+      make(name, options.to_dict())
+    except ValueError as e:
+      raise ValueError(f"mechanisms.{name}: {e}") from None
   for name in ("learning_rate", "weight_decay", "label_smoothing", "grad_clip",
                "end_lr_fraction"):
     if not isinstance(c.optim[name], (int, float)) or c.optim[name] < 0:

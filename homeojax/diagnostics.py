@@ -1,25 +1,29 @@
 """Homeostasis diagnostics computed from a `"homeostasis"` state tree.
 
-Per mechanism (site and layer): the duty-cycle entropy relative to its maximum
-(`H(duty) / H_max(k, n)`, as nupic.torch's `duty_cycle_metrics`), the share of dead
-features (duty < target / 100), the realised sparsity (1 - mean duty), the boost-factor
-range (boosting mechanisms) and a duty-cycle histogram. Where k counts only valid entries
-(attention weights over sequences of different lengths), the share of winners differs from
-the target `k / n` a little, so the entropy ratio can exceed 1 slightly.
+Each mechanism declares its diagnostics (`Mechanism.diagnostics`): for all with a duty
+cycle, its entropy relative to the maximum (`H(duty) / H_max(k, n)`, as nupic.torch's
+`duty_cycle_metrics`), the share of dead features (duty < target / 100) and the realised
+sparsity (1 - mean duty); for the boosting ones, the boost range and the share of boosts
+at the clip; for Smart Inhibition v2, the realised keep rate and the range of p. Where k
+counts only valid entries (attention weights over sequences of different lengths), the
+share of winners differs from the target a little, so the entropy ratio can exceed 1
+slightly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from homeojax import ops
+from absl import logging
 
 Array = jax.Array
+Path = tuple[str, ...]
+CLIP_SHARE_WARNING = 0.1  # Warn when more than this share of boosts sit at the clip.
 
 
 def binary_entropy(p: Array) -> Array:
@@ -35,45 +39,63 @@ def entropy_ratio(duty: Array, target: float | Array) -> Array:
   return jnp.sum(binary_entropy(duty)) / (duty.size * binary_entropy(target))
 
 
-def mechanism_states(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Mapping]]:
-  """Yields `(path, state)` for every mechanism state (a dict holding `duty`)."""
-  if "duty" in tree:
-    yield prefix, tree
-    return
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      yield from mechanism_states(value, f"{prefix}/{key}" if prefix else str(key))
+def summarize(homeostasis: Mapping[str, Any], mechanisms: Mapping[Path, Any]
+              ) -> dict[str, dict[str, Array]]:
+  """Each mechanism's own diagnostics (`Mechanism.diagnostics`), keyed by its path joined
+  with "/"; `mechanisms` maps paths to mechanisms (`layers.find_mechanisms`). Jit-friendly."""
+  return {"/".join(path): mechanism.diagnostics(state)
+          for path, mechanism, state in mechanism_states(homeostasis, mechanisms)}
 
 
-def summarize(homeostasis: Mapping[str, Any]) -> dict[str, dict[str, Array]]:
-  """Scalar diagnostics per mechanism path; jit-friendly."""
+def mechanism_states(homeostasis: Mapping[str, Any], mechanisms: Mapping[Path, Any]):
+  """`(path, mechanism, state)` of every mechanism of `mechanisms` in the state tree."""
+  for path, mechanism in mechanisms.items():
+    state = homeostasis
+    for key in path:
+      state = state[key]
+    yield path, mechanism, state
+
+
+def summary_json(homeostasis: Mapping[str, Any], mechanisms: Mapping[Path, Any],
+                 bins: int = 20) -> dict[str, dict[str, Any]]:
+  """`summarize` as plain floats, with each mechanism's name, options and site (the path
+  of its `Site`) and a duty-cycle histogram (counts and edges on [0, 1]): JSON-ready."""
+  summary = summarize(homeostasis, mechanisms)
   out = {}
-  for path, state in mechanism_states(homeostasis):
-    duty, target = state["duty"], state["target"]
-    stats = {
-        "entropy_ratio": entropy_ratio(duty, target),
-        "dead_share": jnp.mean(duty < target / 100.0),
-        "realised_sparsity": 1.0 - jnp.mean(duty),
-    }
-    if "beta" in state:
-      boost = ops.boost_factors(duty, target, state["beta"], state["b_max"])
-      stats["boost_min"], stats["boost_max"] = jnp.min(boost), jnp.max(boost)
-      stats["beta"] = state["beta"]
-    out[path] = stats
-  return out
-
-
-def histograms(homeostasis: Mapping[str, Any], bins: int = 20) -> dict[str, dict[str, list]]:
-  """Duty-cycle histogram (counts and bin edges on [0, 1]) per mechanism path."""
-  out = {}
-  for path, state in mechanism_states(homeostasis):
+  for path, mechanism, state in mechanism_states(homeostasis, mechanisms):
     counts, edges = np.histogram(np.asarray(state["duty"]), bins=bins, range=(0.0, 1.0))
-    out[path] = {"counts": counts.tolist(), "edges": edges.tolist()}
+    out["/".join(path)] = {
+        "mechanism": mechanism.name, "options": str(mechanism), "site": "/".join(path[:-1]),
+        **{k: float(v) for k, v in summary["/".join(path)].items()},
+        "histogram": {"counts": counts.tolist(), "edges": edges.tolist()}}
   return out
 
 
-def summary_json(homeostasis: Mapping[str, Any], bins: int = 20) -> dict[str, dict[str, Any]]:
-  """`summarize` as plain floats, with the histograms: a JSON-ready diagnostics dict."""
-  hists = histograms(homeostasis, bins)
-  return {path: {**{k: float(v) for k, v in stats.items()}, "histogram": hists[path]}
-          for path, stats in summarize(homeostasis).items()}
+class ClipWatch:
+  """Warns, once per mechanism, when more than `CLIP_SHARE_WARNING` of its boosts have sat
+  at the clip for a whole `period`, judged from the summaries logged every few steps."""
+
+  def __init__(self, mechanisms: Mapping[Path, Any]):
+    self.periods = {"/".join(path): m.period for path, m in mechanisms.items()
+                    if hasattr(m, "period")}
+    self.since: dict[str, int] = {}
+    self.warned: set[str] = set()
+
+  def update(self, step: int, summary: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Takes the summary at `step`; returns (and logs) the new warnings."""
+    warnings = []
+    for path, stats in summary.items():
+      if "clip_share" not in stats or float(stats["clip_share"]) <= CLIP_SHARE_WARNING:
+        self.since.pop(path, None)
+        continue
+      since = self.since.setdefault(path, step)
+      if step - since >= self.periods[path] and path not in self.warned:
+        self.warned.add(path)
+        warnings.append(
+            f"{path}: {float(stats['clip_share']):.0%} of the boosts have sat at the clip "
+            f"since step {since} (more than {CLIP_SHARE_WARNING:.0%} for a whole period of "
+            f"{self.periods[path]} steps): the boost no longer balances this site's "
+            "features (shared/docs/homeostasis.md: winners by magnitude, a higher "
+            "sparsity, or a non-negative site keep it homeostatic)")
+        logging.warning("%s", warnings[-1])
+    return warnings

@@ -97,7 +97,7 @@ class Translator:
     vocab_path = workdir / meta["vocab"]
     if not vocab_path.is_file():
       raise FileNotFoundError(f"vocabulary {str(vocab_path)!r} of the checkpoint is missing")
-    current = {"model": dataclasses.asdict(model_cfg), "vocab": vocab_path.name,
+    current = {"model": model_cfg.to_dict(), "vocab": vocab_path.name,
                "vocab_sha256": train_lib.file_sha256(vocab_path)}
     train_lib.check_compatible(meta, current)
     if eval_scale is not None:
@@ -271,6 +271,7 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
                              c.data.convention)
   report.update({k: v for k, v in bleu.items() if v is not None})
   report["homeostasis"] = diagnostics.summary_json(
-      jax.device_get(translator.variables[HOMEOSTASIS]))
+      jax.device_get(translator.variables[HOMEOSTASIS]),
+      train_lib.model_mechanisms(translator.model, translator.mesh))
   (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
   return {**report, "hypotheses": hyps}

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from homeojax.data.tokenizer import PAD_ID
-from homeojax.layers import Site, parse_chain
+from homeojax.layers import Site
+from homeojax.mechanisms import Chain, chain_text, parse_chain
 
 Array = jax.Array
 SITE_NAMES = ("embedding", "attn_weights", "attn_output", "ffn_hidden", "block_output")
@@ -27,24 +28,29 @@ SITE_NAMES = ("embedding", "attn_weights", "attn_output", "ffn_hidden", "block_o
 
 @dataclasses.dataclass(frozen=True)
 class Sites:
-  """A mechanism chain (see `homeojax.parse_chain`) for each site of a stack."""
-  embedding: str = ""
-  attn_weights: str = ""
-  attn_output: str = ""
-  ffn_hidden: str = ""
-  block_output: str = ""
+  """The mechanism chain of each site of a stack (a compact-syntax string given here is
+  parsed once, with every option at its mechanism's default where not named)."""
+  embedding: Chain = ()
+  attn_weights: Chain = ()
+  attn_output: Chain = ()
+  ffn_hidden: Chain = ()
+  block_output: Chain = ()
 
   def __post_init__(self):
     for name in SITE_NAMES:
-      parse_chain(getattr(self, name))  # Validates; raises ValueError naming the problem.
+      object.__setattr__(self, name, parse_chain(getattr(self, name)))
 
   @classmethod
-  def from_dict(cls, chains: dict[str, str]) -> Sites:
+  def from_dict(cls, chains: dict[str, Chain | str]) -> Sites:
     """Builds from a mapping, rejecting unknown site names."""
     unknown = set(chains) - set(SITE_NAMES)
     if unknown:
       raise ValueError(f"unknown site {sorted(unknown)[0]!r}; sites are {SITE_NAMES}")
     return cls(**chains)
+
+  def to_dict(self) -> dict[str, str]:
+    """Each site's chain in the compact syntax, every option spelled out."""
+    return {name: chain_text(getattr(self, name)) for name in SITE_NAMES}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +78,12 @@ class TransformerConfig:
       raise ValueError(f"vocab_size={self.vocab_size} is too small (at least 8)")
     if self.d_model % self.heads:
       raise ValueError(f"d_model={self.d_model} is not divisible by heads={self.heads}")
+
+  def to_dict(self) -> dict:
+    """The fields as JSON-ready values (chains in the compact syntax), for checkpoints."""
+    fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    return {**fields, "encoder_sites": self.encoder_sites.to_dict(),
+            "decoder_sites": self.decoder_sites.to_dict()}
 
 
 def sinusoidal_positions(positions: Array, d_model: int) -> Array:
@@ -122,7 +134,8 @@ class Attention(nn.Module):
     if valid_BxQx1xK is not None:
       site_valid = site_valid & valid_BxQx1xK
     weights_BxQxHxK = Site(self.sites.attn_weights, stat_shape=(cfg.heads, cfg.max_len),
-                           name="attn_weights")(weights_BxQxHxK, site_valid, train=train)
+                           per_vector_valid=True, name="attn_weights")(
+                               weights_BxQxHxK, site_valid, train=train)
     out_BxQxHxd = jnp.einsum("bqhk,bkhd->bqhd", weights_BxQxHxK, v_BxKxHxd)
     out_BxQxD = out_BxQxHxd.reshape(out_BxQxHxd.shape[:2] + (cfg.d_model,))
     out_BxQxD = Site(self.sites.attn_output, name="attn_output")(

@@ -1,5 +1,6 @@
 """The mechanisms as Flax NNX modules: `KWTA`, `RFBKWTA`, `SmartInhibition`, `Dropout`
-and `Site`, with the same options, maths and state as the Linen modules.
+and `Site`, with the same options, maths (`homeojax.mechanisms`) and state as the Linen
+modules.
 
 Statistics are `Homeostasis` variables (an `nnx.Variable` subclass, like `nnx.BatchStat`),
 so `nnx.Optimizer(model, tx, wrt=nnx.Param)` leaves them alone. A module trains when not
@@ -18,7 +19,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from homeojax import layers
+from homeojax import mechanisms
 
 Array = jax.Array
 RngsArg = nnx.Rngs | nnx.RngStream | Array | None
@@ -38,30 +39,26 @@ def _key(rngs: RngsArg, collection: str) -> Array:
 
 
 class Mechanism(nnx.Module):
-  """A mechanism that keeps a duty cycle per feature: `KWTA`, `RFBKWTA` or
-  `SmartInhibition`.
+  """One mechanism (`homeojax.mechanisms`) as an NNX module: `KWTA`, `RFBKWTA`,
+  `SmartInhibition` or `Dropout`, or any mechanism object given as `mechanism=`.
 
   `num_features` is n, or the statistics' trailing shape (its last axis may exceed the
-  input's, e.g. attention keys up to the maximum length). `options` are those of the
-  Linen module of the same name (`homeojax.KWTA`, ...), checked the same way.
+  input's, e.g. attention keys up to the maximum length; `per_vector_valid` as for the
+  Linen `MechanismLayer`). `options` are the mechanism's, checked the same way.
   """
   name = ""
 
   def __init__(self, num_features: int | tuple[int, ...], *, deterministic: bool = False,
-               rngs: nnx.Rngs | None = None, **options: Any):
+               rngs: nnx.Rngs | None = None, mechanism: mechanisms.Mechanism | None = None,
+               per_vector_valid: bool = False, **options: Any):
+    self.mechanism = mechanism or mechanisms.make(self.name, options)
     shape = (num_features,) if isinstance(num_features, int) else tuple(num_features)
-    self.mechanism = layers.Mechanism(self.name, tuple(options.items()))
-    spec = self.spec(shape)
     self.deterministic = deterministic
     self.rngs = rngs
-    state = spec.initial_state(shape)
+    state = self.mechanism.initial_state(shape, per_vector_valid)
     for name, value in state.items():
       setattr(self, name, Homeostasis(value))
     self.state_names = tuple(state)
-
-  def spec(self, shape: tuple[int, ...]) -> layers.Homeostatic:
-    """The Linen module that holds the options and the maths."""
-    return self.mechanism.module(stat_shape=shape)
 
   def __call__(self, x: Array, valid: Array | None = None, *,
                deterministic: bool | None = None, update_stats: bool = True,
@@ -69,20 +66,20 @@ class Mechanism(nnx.Module):
     """Applies the mechanism to `x`'s last axis; when training, updates the statistics
     (unless `update_stats=False`)."""
     train = not (self.deterministic if deterministic is None else deterministic)
+    mechanism = self.mechanism
     state = {name: getattr(self, name)[...] for name in self.state_names}
-    spec = self.spec(state["duty"].shape)
-    if state["duty"].shape[-1] < x.shape[-1]:
+    if "duty" in state and state["duty"].shape[-1] < x.shape[-1]:
       raise ValueError(f"num_features={state['duty'].shape} has fewer than the input's "
                        f"{x.shape[-1]} features")
     key = None
-    if train and spec.uses_rng:
-      key = _key(rngs if rngs is not None else self.rngs, spec.rng_collection)
+    if train and mechanism.uses_rng:
+      key = _key(rngs if rngs is not None else self.rngs, mechanism.rng_collection)
       if key is None:
-        raise ValueError(f"{self.name}: training draws random keys: pass rngs=nnx.Rngs(...) "
-                         "when building it, or rngs= when calling it")
-    y, mask = spec.forward(x, valid, state, key, train)
-    if train and update_stats and mask is not None:
-      for name, value in layers.updated_statistics(state, mask, valid, spec.period).items():
+        raise ValueError(f"{mechanism.name}: training draws random keys: pass "
+                         "rngs=nnx.Rngs(...) when building it, or rngs= when calling it")
+    y, record = mechanism.forward(x, valid, state, key, train)
+    if train and update_stats and record is not None:
+      for name, value in mechanism.updated_state(state, record, valid).items():
         getattr(self, name)[...] = value
     return y
 
@@ -93,55 +90,41 @@ class KWTA(Mechanism):
 
 
 class RFBKWTA(Mechanism):
-  """Rare-features-boosting kWTA (options: sparsity, beta, b_max, period, transmit,
-  method, by)."""
+  """Rare-features-boosting kWTA (options: sparsity, beta, b_max, beta_decay, period,
+  transmit, method, by)."""
   name = "rfb_kwta"
 
 
 class SmartInhibition(Mechanism):
-  """Smart Inhibition (options: sparsity, beta, b_max, period, sampling, method,
-  eval_scale, rng_collection); needs `rngs` to train."""
+  """Smart Inhibition (options: sparsity, beta, b_max, beta_decay, period, sampling,
+  scaling, method, eval_scale, rng_collection); needs `rngs` to train."""
   name = "smart_inhibition"
 
 
-class Dropout(nnx.Module):
-  """Inverted dropout with the mechanisms' call signature (`valid` is ignored); the same
-  mask as the Linen `homeojax.Dropout` for the same key."""
+class Dropout(Mechanism):
+  """Inverted dropout with the mechanisms' call signature (`valid` is ignored)."""
+  name = "dropout"
 
   def __init__(self, rate: float = 0.1, *, deterministic: bool = False,
                rngs: nnx.Rngs | None = None, rng_collection: str = "dropout"):
-    layers.Dropout(rate=rate, rng_collection=rng_collection)  # Checks the options.
-    self.dropout = nnx.Dropout(rate, deterministic=deterministic,
-                               rng_collection=rng_collection, rngs=rngs)
-
-  def __call__(self, x: Array, valid: Array | None = None, *,
-               deterministic: bool | None = None, update_stats: bool = True,
-               rngs: RngsArg = None) -> Array:
-    del valid, update_stats  # No statistics.
-    return self.dropout(x, deterministic=deterministic, rngs=rngs)
-
-
-MODULES: dict[str, type[nnx.Module]] = {
-    "dropout": Dropout, "kwta": KWTA, "rfb_kwta": RFBKWTA,
-    "smart_inhibition": SmartInhibition}
+    super().__init__(1, deterministic=deterministic, rngs=rngs, rate=rate,
+                     rng_collection=rng_collection)
 
 
 class Site(nnx.Module):
-  """A chain of mechanisms applied in order, given as for the Linen `homeojax.Site`: a
-  spec string such as `"rfb_kwta(sparsity=0.5), dropout(rate=0.1)"` or `Mechanism`s.
+  """A chain of mechanisms applied in order, given as for the Linen `homeojax.Site`: the
+  compact syntax, such as `"rfb_kwta(sparsity=0.5), dropout(rate=0.1)"`, or mechanisms.
 
   `num_features` is n or the statistics' trailing shape. The empty chain is the identity.
   """
 
-  def __init__(self, chain: str | tuple[layers.Mechanism, ...],
+  def __init__(self, chain: str | mechanisms.Mechanism | tuple[mechanisms.Mechanism, ...],
                num_features: int | tuple[int, ...], *, deterministic: bool = False,
-               rngs: nnx.Rngs | None = None):
-    self.chain = layers.parse_chain(chain)
+               rngs: nnx.Rngs | None = None, per_vector_valid: bool = False):
+    self.chain = mechanisms.parse_chain(chain)
     self.mechanisms = nnx.List([
-        MODULES[m.name](**dict(m.options), deterministic=deterministic, rngs=rngs)
-        if m.name == "dropout" else
-        MODULES[m.name](num_features, deterministic=deterministic, rngs=rngs, **dict(m.options))
-        for m in self.chain])
+        Mechanism(num_features, deterministic=deterministic, rngs=rngs, mechanism=m,
+                  per_vector_valid=per_vector_valid) for m in self.chain])
 
   def __call__(self, x: Array, valid: Array | None = None, *,
                deterministic: bool | None = None, update_stats: bool = True,

@@ -22,11 +22,13 @@ Method = Literal["exact", "top_k", "statistical"]
 By = Literal["value", "magnitude"]
 Transmit = Literal["boosted", "raw"]
 Sampling = Literal["bernoulli", "exact_k"]
+Scaling = Literal["unbiased", "uniform"]
 
 METHODS = ("exact", "top_k", "statistical")
 BY = ("value", "magnitude")
 TRANSMIT = ("boosted", "raw")
 SAMPLING = ("bernoulli", "exact_k")
+SCALING = ("unbiased", "uniform")
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -208,47 +210,126 @@ def rfb_kwta(x: Array, duty: Array, k: int | Array, *, beta: float, b_max: float
 
 
 def smart_inhibition(x: Array, duty: Array, key: Array, sparsity: float, *, beta: float,
-                     sampling: Sampling = "bernoulli", b_max: float = 10.0,
-                     valid: Array | None = None,
-                     target: float | None = None) -> tuple[Array, Array]:
-  """A dropout-like random mask that favours rarely active features.
+                     b_max: float = 10.0, target: float | Array | None = None,
+                     sampling: Sampling = "bernoulli", scaling: Scaling = "unbiased",
+                     valid: Array | None = None) -> tuple[Array, Array]:
+  """A dropout-like random mask that favours rarely active features: `(y, mask)`.
 
-  Feature i has preference `w_i = boost_factors(duty)_i`. `bernoulli` keeps it with
-  probability `min(1, (1 - s) * n * w_i / sum(w))` (n and the sum over valid features);
-  `exact_k` keeps exactly k features (k of the valid ones), drawn without replacement
-  by Gumbel-top-k on `log w`. Returns `(x * mask / (1 - s), mask)`.
+  Feature i has preference `w_i = boost_factors(duty)_i` (target default `k / n`) and keep
+  probability `p_i` from `keep_probabilities`. `bernoulli` keeps each feature
+  independently; `exact_k` keeps exactly k = round((1 - s) * n_valid) per vector
+  (`systematic_sample`). `scaling="unbiased"` returns `x * mask / p`, so E[y] = x;
+  `"uniform"` (version 1) returns `x * mask / (1 - s)`.
   """
   check_choice("sampling", sampling, SAMPLING)
+  check_choice("scaling", scaling, SCALING)
   n = x.shape[-1]
-  k = num_winners(n, sparsity)
-  target = k / n if target is None else target
-  w = boost_factors(duty, target, beta, b_max)
+  target = num_winners(n, sparsity) / n if target is None else target
+  w = lax.stop_gradient(boost_factors(duty, target, beta, b_max))
   valid_x = _valid_mask(valid, x.shape)
+  p = keep_probabilities(w, sparsity, valid, sampling=sampling, scaling=scaling)
   if sampling == "bernoulli":
-    mask = jax.random.uniform(key, x.shape) < keep_probabilities(w, sparsity, valid)
+    mask = jax.random.uniform(key, x.shape) < p
   else:
-    logits = jnp.log(jnp.broadcast_to(w, x.shape)) + jax.random.gumbel(key, x.shape)
-    k_vec = k if valid_x is None else winners_per_vector(valid_x, sparsity)
-    mask = logits >= threshold(logits, k_vec, "exact", valid_x, k_max=k)
+    mask = systematic_sample(key, p, x.shape)
   if valid_x is not None:
     mask = mask & valid_x
-  scale = jnp.asarray(1.0 / (1.0 - sparsity), x.dtype)
+  if scaling == "uniform":
+    scale = jnp.asarray(1.0 / (1.0 - sparsity), x.dtype)
+  else:
+    scale = (1.0 / jnp.where(mask, p, 1.0)).astype(x.dtype)
   return jnp.where(mask, x * scale, jnp.zeros((), x.dtype)), mask
 
 
-def keep_probabilities(w: Array, sparsity: float, valid: Array | None = None) -> Array:
-  """Bernoulli Smart Inhibition's keep probabilities `min(1, (1 - s) * n * w_i / sum(w))`.
+EXACT_K_CERTAIN = 1.0 - 1e-3  # exact_k keeps features at least this likely always.
 
-  A `valid` mask that varies along the features restricts n and the sum to the valid
-  features of each vector; without one (or with a per-vector `[..., 1]` mask), there is one
-  probability per feature.
+
+def keep_probabilities(w: Array, sparsity: float, valid: Array | None = None, *,
+                       sampling: Sampling = "bernoulli",
+                       scaling: Scaling = "unbiased") -> Array:
+  """Smart Inhibition's keep probability of each feature, from its preference `w`.
+
+  `unbiased` (version 2): water-filled, `p_i = min(1, c * w_i)` with c per vector so that
+  the valid probabilities sum to `(1 - s) * n_valid` (to k = round of it for `exact_k`,
+  which also rounds probabilities above `EXACT_K_CERTAIN` up to 1). `uniform` (version 1):
+  `min(1, (1 - s) * n * w_i / sum(w))`, whose sum falls short where the cap binds.
+  A `valid` mask that varies along the features restricts n and the sums to the valid
+  features of each vector; without one (or with a per-vector `[..., 1]` mask), there is
+  one probability per feature.
   """
-  if valid is None or jnp.shape(valid)[-1] == 1:
-    n, w_sum = w.shape[-1], jnp.sum(w, axis=-1, keepdims=True)
+  check_choice("scaling", scaling, SCALING)
+  per_feature = valid is None or jnp.shape(valid)[-1] == 1
+  if per_feature:
+    n = w.shape[-1]
+    valid = None
   else:
+    valid = jnp.broadcast_to(valid, jnp.broadcast_shapes(jnp.shape(valid), w.shape))
     n = jnp.sum(valid, axis=-1, keepdims=True)
-    w_sum = jnp.sum(jnp.where(valid, w, 0.0), axis=-1, keepdims=True)
-  return jnp.minimum(1.0, (1.0 - sparsity) * n * w / jnp.maximum(w_sum, 1e-30))
+  if scaling == "uniform":
+    w_sum = jnp.sum(w if valid is None else jnp.where(valid, w, 0.0), axis=-1, keepdims=True)
+    return jnp.minimum(1.0, (1.0 - sparsity) * n * w / jnp.maximum(w_sum, 1e-30))
+  if sampling == "exact_k":
+    total = jnp.maximum(1, jnp.floor((1.0 - sparsity) * n + 0.5))
+    return water_fill(w, total, valid, certain=EXACT_K_CERTAIN)
+  return water_fill(w, (1.0 - sparsity) * n, valid)
+
+
+def water_fill(w: Array, total: float | Array, valid: Array | None = None,
+               certain: float = 1.0) -> Array:
+  """`p_i = min(1, c * w_i)` along the last axis, with c > 0 per vector such that the
+  valid `p` sum to `total` (at most the number of valid features); invalid ones get 0.
+
+  Features whose share `c * w_i` reaches `certain` get 1. Found by raising c and capping
+  until no further feature caps (at most n rounds, each two reductions).
+  """
+  w = lax.stop_gradient(jnp.asarray(w, jnp.float32))
+  if valid is not None:
+    w = jnp.where(valid, w, 0.0)
+  total = jnp.asarray(total, jnp.float32)
+
+  def level(capped: Array) -> Array:
+    free = jnp.sum(jnp.where(capped, 0.0, w), axis=-1, keepdims=True)
+    return (total - jnp.sum(capped, axis=-1, keepdims=True)) / jnp.maximum(free, 1e-30)
+
+  def cap_more(carry):
+    capped, _, rounds = carry
+    more = capped | (level(capped) * w >= certain) & (w > 0)
+    return more, jnp.any(more != capped), rounds + 1
+
+  capped = lax.while_loop(lambda carry: carry[1] & (carry[2] <= w.shape[-1]), cap_more,
+                          (jnp.zeros(w.shape, bool), jnp.array(True), 0))[0]
+  return jnp.where(capped, 1.0, jnp.minimum(level(capped) * w, 1.0))
+
+
+def systematic_sample(key: Array, p: Array, shape: tuple[int, ...]) -> Array:
+  """A boolean mask of `shape` keeping exactly `round(sum(p))` features of every vector,
+  feature i with probability `p_i` (`p` broadcastable to `shape`, each vector's sum an
+  integer, features with `p_i = 1` always kept).
+
+  Systematic sampling: one uniform offset u per vector picks the features whose interval
+  of the cumulative `p` holds one of u, u + 1, u + 2, ... The features are laid out in a
+  random order drawn once per call (shared by the call's vectors), so which features are
+  coupled changes from call to call; within a vector the draws are negatively dependent,
+  most between features adjacent in that order (two with `p_i + p_j <= 1` are never both
+  kept). u lies on a grid of step `2**-(24 - n.bit_length())`, so that the count is exact
+  in float32; the inclusion probabilities match `p` to within that step.
+  """
+  n = shape[-1]
+  order_key, offset_key = jax.random.split(key)
+  order = jax.random.permutation(order_key, n)
+  p = jnp.asarray(p, jnp.float32)
+  certain = p >= 1.0
+  q = jnp.where(certain, 0.0, p)[..., order]
+  rest = jnp.round(jnp.sum(p, axis=-1, keepdims=True)) - jnp.sum(certain, -1, keepdims=True)
+  cum = jnp.cumsum(q, axis=-1)
+  last = cum[..., -1:]
+  cum = jnp.where(last > 0, rest * (cum / jnp.where(last > 0, last, 1.0)), 0.0)  # Ends at rest.
+  before = jnp.concatenate([jnp.zeros_like(cum[..., :1]), cum[..., :-1]], axis=-1)
+  inverse = jnp.argsort(order)
+  cum, before = cum[..., inverse], before[..., inverse]  # Back to the features' order.
+  grid = 2 ** max(1, 24 - n.bit_length())
+  u = jax.random.randint(offset_key, shape[:-1] + (1,), 0, grid).astype(jnp.float32) / grid
+  return certain | (jnp.ceil(cum - u) > jnp.ceil(before - u))
 
 
 def update_duty_cycle(duty: Array, mask: Array, valid: Array | None,

@@ -38,7 +38,8 @@ from homeojax.process import Interrupted
 from homeojax.data import multi30k, tokenizer
 from homeojax.data.batching import Batcher
 from homeojax.data.tokenizer import PAD_ID
-from homeojax.layers import HOMEOSTASIS, chain_settings, decay_beta
+from homeojax.layers import HOMEOSTASIS, end_epoch, find_mechanisms
+from homeojax.mechanisms import parse_chain
 from homeojax.model import Transformer
 
 Array = jax.Array
@@ -293,6 +294,12 @@ def _state_initializer(model: Transformer, optimizer: optax.GradientTransformati
   return init
 
 
+def model_mechanisms(model: Transformer, mesh: Mesh) -> dict:
+  """The mechanism behind each state of the model's `"homeostasis"` collection, by path."""
+  dummy = jnp.ones((mesh.shape["data"], 8), jnp.int32)
+  return find_mechanisms(model, dummy, dummy)
+
+
 def abstract_variables(model: Transformer, mesh: Mesh, fsdp: bool) -> dict[str, Any]:
   """The shapes, dtypes and shardings of `params` and `homeostasis` (for restoring them
   alone, as evaluation does), without computing them or building an optimizer."""
@@ -367,7 +374,7 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
     except Exception:  # pylint: disable=broad-except  # Damaged: restore will fall back.
       saved = None
     if saved is not None:
-      check_compatible(saved, {"model": dataclasses.asdict(model_cfg)})
+      check_compatible(saved, {"model": model_cfg.to_dict()})
   mesh = sharding.make_mesh()
   data = prepare_data(c, workdir, (c.data.eval_split,))
   model = Transformer(model_cfg)
@@ -375,7 +382,7 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
   schedule = learning_rate_schedule(c.optim, c.num_train_steps)
   main_process = jax.process_index() == 0  # Only process 0 writes logs.
   writer = metrics.MetricWriter(workdir, enabled=main_process)
-  meta = {"config": c.to_dict(), "model": dataclasses.asdict(model_cfg),
+  meta = {"config": c.to_dict(), "model": model_cfg.to_dict(), "spec": config_lib.SPEC_VERSION,
           "vocab": data.vocab_path.name, "vocab_sha256": file_sha256(data.vocab_path)}
 
   state, shardings = init_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
@@ -402,9 +409,12 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
       make_train_step(model, optimizer, c.optim.label_smoothing, c.seed), state, shardings,
       batcher, mesh)
   eval_step = jax.jit(make_eval_step(model, c.optim.label_smoothing))
-  end_epoch = jax.jit(lambda s: s.replace(homeostasis=decay_beta(
-      s.homeostasis, c.regularizer.beta_decay)), out_shardings=shardings, donate_argnums=0)
-  summarize = jax.jit(diagnostics.summarize)
+  mechanisms = model_mechanisms(model, mesh)
+  decaying = any(m.decays() for m in mechanisms.values())
+  next_epoch = jax.jit(lambda s: s.replace(homeostasis=end_epoch(s.homeostasis, mechanisms)),
+                       out_shardings=shardings, donate_argnums=0)
+  summarize = jax.jit(lambda h: diagnostics.summarize(h, mechanisms))
+  clip_watch = diagnostics.ClipWatch(mechanisms)
 
   split = c.data.eval_split
   sources, targets = data.ids[split]
@@ -443,8 +453,8 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
       with jax.transfer_guard_device_to_host("disallow"):  # No hidden host syncs per step.
         state, stats = train_steps[batch["src"].shape](state, sharding.shard_batch(batch, mesh))
       pending.append(stats)
-      if c.regularizer.beta_decay != 1.0 and step % len(batcher) == 0:  # An epoch ended.
-        state = end_epoch(state)
+      if decaying and step % len(batcher) == 0:  # An epoch ended.
+        state = next_epoch(state)
       stopping = stop.received  # Read once: a signal may arrive at any moment.
       save = step % c.checkpoint_every == 0 or step == c.num_train_steps or bool(stopping)
       if save or step % c.log_every == 0:
@@ -461,7 +471,10 @@ def _train(c: ml_collections.ConfigDict, model_cfg: Any, workdir: Path,
                   "tokens_per_sec": tokens_since / (now - last_log),
                   "learning_rate": float(schedule(step // c.optim.grad_accumulation)),
                   "wall_seconds": wall_before + now - loop_start}
-        record.update(metrics.flatten_diagnostics(summarize(state.homeostasis)))
+        summary = jax.device_get(summarize(state.homeostasis))
+        record.update(metrics.flatten_diagnostics(summary))
+        for warning in clip_watch.update(step, summary):
+          bar.write(f"warning: {warning}")
         last_log, tokens_since = now, 0
         bar.update(step, record)
         if step % c.eval_every == 0 or step == c.num_train_steps:
@@ -512,16 +525,24 @@ def check_finite_steps(fetched: list[dict], first_step: int, state: TrainState,
 def check_compatible(saved: dict, current: dict) -> None:
   """Raises naming the first model field, or the vocabulary (if given), that differs.
 
-  Site chains compare by meaning: `kwta(sparsity=0.1)` matches `kwta(sparsity=0.1,
-  method=exact)`, its default spelled out.
+  Site chains compare by their training settings: `kwta(sparsity=0.1)` matches
+  `kwta(sparsity=0.1, method='exact')`, its default spelled out. Chains saved by
+  homeojax 0.1 (no `spec` in the metadata) are read as `config.upgrade_chain` says.
   """
+  def settings(text: str) -> tuple:
+    return tuple(m.settings() for m in parse_chain(text))
+
+  regularizer = saved.get("config", {}).get("regularizer", {})
   for key, value in current["model"].items():
     old = saved["model"].get(key)
     if key.endswith("_sites") and isinstance(old, dict):
-      for site, chain in value.items():
-        if chain_settings(old.get(site, "")) != chain_settings(chain):
+      for site, current_text in value.items():
+        old_text = old.get(site, "")
+        if "spec" not in saved:
+          old_text = config_lib.upgrade_chain(old_text, regularizer)
+        if settings(old_text) != settings(current_text):
           raise ValueError(f"checkpoint model.{key}.{site}={old.get(site, '')!r} differs "
-                           f"from the config's {chain!r}")
+                           f"from the config's {current_text!r}")
     elif old != value:
       raise ValueError(f"checkpoint model.{key}={old!r} differs from the config's {value!r}")
   if "vocab_sha256" in current and saved["vocab_sha256"] != current["vocab_sha256"]:

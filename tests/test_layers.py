@@ -82,7 +82,8 @@ class SiteTest(chex.TestCase):
     n, s = 8, 0.25
     x = jax.random.normal(KEY, (2, n))
     valid = None if mask is None else jnp.array([[True] * n, [True] * 5 + [False] * 3])
-    site = hj.Site(f"smart_inhibition(sparsity={s}, beta=2.0, eval_scale=expected_gain)")
+    site = hj.Site(f"smart_inhibition(sparsity={s}, beta=2.0, scaling=uniform, "
+                   "eval_scale=expected_gain)")
     state = site.init(KEY, x, valid)[hj.HOMEOSTASIS]
     duty = jnp.linspace(0.0, 1.0, n)
     variables = {hj.HOMEOSTASIS: {"smart_inhibition_0": {**state["smart_inhibition_0"],
@@ -101,23 +102,31 @@ class SiteTest(chex.TestCase):
     np.testing.assert_allclose(train_mean[live], at_eval[live], atol=0.03)
     self.assertGreater(float(jnp.max(jnp.abs(train_mean - x)[live])), 0.3)  # Identity is off.
 
-  def test_expected_gain_needs_bernoulli_sampling(self):
-    with self.assertRaisesRegex(ValueError, "eval_scale='expected_gain' needs "
+  def test_version_1_options_need_each_other(self):
+    with self.assertRaisesRegex(ValueError, "scaling='uniform' \\(version 1\\) needs "
                                 "sampling='bernoulli', not 'exact_k'"):
-      hj.Site("smart_inhibition(sparsity=0.3, sampling=exact_k, eval_scale=expected_gain)")
+      hj.Site("smart_inhibition(sparsity=0.3, sampling=exact_k, scaling=uniform)")
+    with self.assertRaisesRegex(ValueError, "eval_scale='expected_gain' corrects version 1"):
+      hj.Site("smart_inhibition(sparsity=0.3, eval_scale=expected_gain)")
 
   @chex.variants(with_jit=True, without_jit=True)
-  def test_decay_beta_scales_only_beta_and_the_layers_use_it(self):
-    site = hj.Site("kwta(sparsity=0.5), rfb_kwta(sparsity=0.5, beta=3.0), "
-                   "smart_inhibition(sparsity=0.5, beta=2.0)")
+  def test_end_epoch_decays_only_the_declared_betas_and_the_layers_use_them(self):
+    site = hj.Site("kwta(sparsity=0.5), rfb_kwta(sparsity=0.5, beta=3.0, beta_decay=0.5), "
+                   "smart_inhibition(sparsity=0.5, beta=2.0, beta_decay=0.25), "
+                   "rfb_kwta(sparsity=0.5, beta=3.0)")
     x = jax.random.normal(KEY, (2, 8))
     variables = site.init(KEY, x)
     state = variables[hj.HOMEOSTASIS]
     duty = jnp.linspace(0.0, 1.0, 8)
     state = {**state, "rfb_kwta_1": {**state["rfb_kwta_1"], "duty": duty}}
-    decayed = self.variant(hj.decay_beta)(state, 0.5)
+    mechanisms = hj.find_mechanisms(site, x)
+    self.assertEqual(sorted(mechanisms), [("kwta_0",), ("rfb_kwta_1",), ("rfb_kwta_3",),
+                                          ("smart_inhibition_2",)])
+    self.assertEqual(mechanisms[("rfb_kwta_1",)], site.chain[1])
+    decayed = self.variant(lambda s: hj.end_epoch(s, mechanisms))(state)
     self.assertEqual(float(decayed["rfb_kwta_1"]["beta"]), 1.5)
-    self.assertEqual(float(decayed["smart_inhibition_2"]["beta"]), 1.0)
+    self.assertEqual(float(decayed["smart_inhibition_2"]["beta"]), 0.5)
+    self.assertEqual(float(decayed["rfb_kwta_3"]["beta"]), 3.0)  # No decay declared.
     for name in state:  # Nothing else changes, kwta (which has no beta) included.
       for key in set(state[name]) - {"beta"}:
         np.testing.assert_array_equal(decayed[name][key], state[name][key])
@@ -183,9 +192,10 @@ class SiteTest(chex.TestCase):
 class HomeostasisTest(chex.TestCase):
   """On input where 4 of 32 features always dominate, RFB-kWTA evens out the duty cycles."""
 
-  def run_stream(self, module, steps):
+  def run_stream(self, mechanism, steps):
     n = 32
     bias = jnp.zeros(n).at[:4].set(2.0)
+    module = hj.Site(mechanism)
     variables = module.init(KEY, jnp.zeros((64, n)))
 
     def step(variables, key):
@@ -194,7 +204,7 @@ class HomeostasisTest(chex.TestCase):
       return updates, None
 
     variables, _ = jax.lax.scan(step, variables, jax.random.split(KEY, steps))
-    state = variables[hj.HOMEOSTASIS]
+    (state,) = variables[hj.HOMEOSTASIS].values()
     return state["duty"], float(entropy_ratio(state["duty"], state["target"]))
 
   def test_kwta_stays_skewed_and_rfb_kwta_approaches_uniform(self):
@@ -237,9 +247,13 @@ def test_diagnostics_exact_values_on_a_hand_made_state():
   state = {"encoder": {"site": {"rfb_kwta_0": {"duty": duty, "target": 0.25, "beta": 4.0,
                                                "b_max": 2.0}}},
            "decoder": {"kwta_0": {"duty": duty, "target": 0.25}}}
-  json_ready = hj.summary_json(state, bins=4)
+  mechanisms = {("encoder", "site", "rfb_kwta_0"): hj.RFBKWTA(sparsity=0.75, b_max=2.0),
+                ("decoder", "kwta_0"): hj.KWTA(sparsity=0.75)}
+  json_ready = hj.summary_json(state, mechanisms, bins=4)
   assert set(json_ready) == {"encoder/site/rfb_kwta_0", "decoder/kwta_0"}
   stats = json_ready["encoder/site/rfb_kwta_0"]
+  assert (stats["mechanism"], stats["site"]) == ("rfb_kwta", "encoder/site")
+  assert stats["clip_share"] == 0.5  # The dead feature's boost and the saturated one's.
   np.testing.assert_allclose(stats["entropy_ratio"], 0.5, rtol=1e-6)  # 2 of 4 at H(target).
   assert stats["dead_share"] == 0.25 and stats["realised_sparsity"] == 0.625
   # exp(4 * (0.25 - 1)) and exp(4 * 0.25), clipped to [1 / b_max, b_max].
@@ -255,8 +269,8 @@ class UserModel(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     x = nn.relu(nn.Dense(64)(x))
-    x = hj.RFBKWTA(sparsity=0.5, beta=1.0, period=10)(x, train=train)
-    x = hj.SmartInhibition(sparsity=0.25, beta=1.0)(x, train=train)
+    x = hj.Site(hj.RFBKWTA(sparsity=0.5, beta=1.0, period=10))(x, train=train)
+    x = hj.Site(hj.SmartInhibition(sparsity=0.25, beta=1.0))(x, train=train)
     return nn.Dense(1)(x)
 
 
@@ -284,10 +298,10 @@ def test_layers_train_inside_a_users_model():
     params, state, opt_state, loss = step(params, state, opt_state, key)
     losses.append(float(loss))
   assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
-  assert int(state["RFBKWTA_0"]["steps"]) == 60
-  assert not np.allclose(state["RFBKWTA_0"]["duty"], initial_state["RFBKWTA_0"]["duty"])
-  assert not np.allclose(state["SmartInhibition_0"]["duty"],
-                         initial_state["SmartInhibition_0"]["duty"])
+  rfb, smart = state["Site_0"]["rfb_kwta_0"], state["Site_1"]["smart_inhibition_0"]
+  assert int(rfb["steps"]) == 60
+  assert not np.allclose(rfb["duty"], initial_state["Site_0"]["rfb_kwta_0"]["duty"])
+  assert not np.allclose(smart["duty"], initial_state["Site_1"]["smart_inhibition_0"]["duty"])
 
 
 def test_readme_usage_example_runs_and_trains():

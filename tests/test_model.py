@@ -1,5 +1,6 @@
 """Model shapes and masking, search correctness, and learning a synthetic task."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -7,9 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import homeojax as hj
 from homeojax import config as config_lib
 from homeojax import decode, train_lib
-from homeojax.layers import HOMEOSTASIS, chain_settings, parse_chain
+from homeojax.layers import HOMEOSTASIS
+from homeojax.mechanisms import parse_chain
 from homeojax.model import SITE_NAMES, Sites, Transformer, TransformerConfig
 
 KEY = jax.random.PRNGKey(0)
@@ -89,20 +92,53 @@ def test_bad_model_config(bad, message):
     small(**bad)
 
 
-def test_variants_fill_their_placeholders_and_magnitude_changes_only_by():
-  def chains(variant):
-    c = config_lib.apply_variant(config_lib.base_config(), variant)
-    c.data.vocab_size = 100
-    sites = config_lib.validate(c).encoder_sites
-    return {name: parse_chain(getattr(sites, name)) for name in SITE_NAMES}
+def chains(variant: str, **overrides) -> dict[str, tuple]:
+  """The encoder's parsed chains of a variant of the base config, with `overrides` of
+  `config.mechanisms` ("rfb_kwta.sparsity": 0.5)."""
+  c = config_lib.apply_variant(config_lib.base_config(), variant)
+  c.data.vocab_size = 100
+  for key, value in overrides.items():
+    group, field = key.split(".")
+    c.mechanisms[group][field] = value
+  sites = config_lib.validate(c).encoder_sites
+  return {name: getattr(sites, name) for name in SITE_NAMES}
 
+
+def test_variants_parse_into_typed_mechanisms_and_magnitude_changes_only_by():
   paper = {v: chains(v) for v in config_lib.VARIANTS if v != "rfb_kwta_magnitude_dropout"}
-  assert all(dict(m.options).get("by", "value") == "value"
+  assert all(isinstance(m, hj.Mechanism) for sites in paper.values()
+             for chain in sites.values() for m in chain)
+  assert all(getattr(m, "by", "value") == "value"
              for sites in paper.values() for chain in sites.values() for m in chain)
   magnitude, best = chains("rfb_kwta_magnitude_dropout"), paper["rfb_kwta_dropout"]
   assert magnitude["attn_weights"] == best["attn_weights"]
   (rfb, drop), (best_rfb, best_drop) = magnitude["block_output"], best["block_output"]
-  assert drop == best_drop and rfb.options == best_rfb.options + (("by", "magnitude"),)
+  assert drop == best_drop and rfb == dataclasses.replace(best_rfb, by="magnitude")
+
+
+def test_knobs_are_independent():
+  base = chains("rfb_kwta_smart_inhibition")
+  (base_rfb, base_smart) = base["block_output"]
+  # The dropout rate changes no Smart Inhibition or RFB-kWTA setting.
+  assert chains("rfb_kwta_smart_inhibition", **{"dropout.rate": 0.45}) == base
+  changed = chains("rfb_kwta_dropout", **{"dropout.rate": 0.45})["block_output"]
+  assert changed[1].rate == 0.45 and changed[0] == base_rfb
+  # RFB-kWTA's sparsity and beta change no Smart Inhibition setting, and vice versa.
+  rfb, smart = chains("rfb_kwta_smart_inhibition", **{"rfb_kwta.sparsity": 0.7,
+                                                       "rfb_kwta.beta": 4.0})["block_output"]
+  assert (rfb.sparsity, rfb.beta, smart) == (0.7, 4.0, base_smart)
+  rfb, smart = chains("rfb_kwta_smart_inhibition", **{"smart_inhibition.sparsity": 0.2,
+                                                       "smart_inhibition.beta": 2.0,
+                                                       "smart_inhibition.period": 10}
+                      )["block_output"]
+  assert (rfb, smart.sparsity, smart.beta, smart.period) == (base_rfb, 0.2, 2.0, 10)
+  # One site's explicit option beats the group's, at that site only.
+  c = config_lib.apply_variant(config_lib.base_config(), "rfb_kwta_dropout")
+  c.data.vocab_size = 100
+  c.sites.encoder.block_output = "rfb_kwta(sparsity=0.9), dropout"
+  cfg = config_lib.validate(c)
+  assert cfg.encoder_sites.block_output[0].sparsity == 0.9
+  assert cfg.decoder_sites.block_output[0].sparsity == base_rfb.sparsity
 
 
 def test_eval_scale_override_sets_only_smart_inhibition_and_trains_alike():
@@ -111,24 +147,45 @@ def test_eval_scale_override_sets_only_smart_inhibition_and_trains_alike():
     c.data.vocab_size = 100
     return config_lib.validate(c)
 
-  cfg = model_cfg("rfb_kwta_smart_inhibition")
+  cfg = model_cfg("rfb_kwta_smart_inhibition_v1")
   new = config_lib.with_eval_scale(cfg, "expected_gain")
   for stack in ("encoder_sites", "decoder_sites"):
     for name in SITE_NAMES:
-      old_chain = parse_chain(getattr(getattr(cfg, stack), name))
-      new_chain = parse_chain(getattr(getattr(new, stack), name))
+      old_chain, new_chain = getattr(getattr(cfg, stack), name), getattr(getattr(new, stack), name)
       assert [m.name for m in new_chain] == [m.name for m in old_chain]
       for old_m, new_m in zip(old_chain, new_chain):
-        expected = (old_m.options + (("eval_scale", "expected_gain"),)
-                    if old_m.name == "smart_inhibition" else old_m.options)
-        assert new_m.options == expected
-      assert chain_settings(new_chain) == chain_settings(old_chain)  # Eval-only option.
-  assert "eval_scale='expected_gain'" in new.decoder_sites.block_output
+        is_smart = isinstance(old_m, hj.SmartInhibition)
+        assert new_m == (dataclasses.replace(old_m, eval_scale="expected_gain") if is_smart
+                         else old_m)
+        assert new_m.settings() == old_m.settings()  # An eval-only option.
+  assert new.decoder_sites.block_output[1].eval_scale == "expected_gain"
   with pytest.raises(ValueError, match="eval_scale='expected_gain': the run has no Smart "
                      "Inhibition site"):
     config_lib.with_eval_scale(model_cfg("rfb_kwta_dropout"), "expected_gain")
+  with pytest.raises(ValueError, match="eval_scale='expected_gain' corrects version 1"):
+    config_lib.with_eval_scale(model_cfg("smart_inhibition"), "expected_gain")
   with pytest.raises(ValueError, match="eval_scale='unbiased' is not one of"):
     config_lib.with_eval_scale(cfg, "unbiased")
+
+
+def test_checkpoint_config_round_trips_and_v1_chains_upgrade():
+  cfg = config_lib.validate(config_lib.apply_variant(config_lib.base_config(),
+                                                     "rfb_kwta_smart_inhibition"))
+  saved = cfg.to_dict()
+  assert TransformerConfig(**{**saved, "encoder_sites": Sites(**saved["encoder_sites"]),
+                              "decoder_sites": Sites(**saved["decoder_sites"])}) == cfg
+  # homeojax 0.1 saved placeholders and Smart Inhibition took the dropout rate and beta.
+  old = {"regularizer": {"dropout": 0.3, "sparsity": 0.1, "beta": 4.0, "beta_decay": 0.5,
+                         "method": "exact", "period": 1000},
+         "sites": {"encoder": {"block_output": "rfb_kwta(sparsity={sparsity}, beta={beta}), "
+                                               "smart_inhibition(sparsity={dropout}, beta={beta})"},
+                   "decoder": {}}}
+  upgraded = config_lib.with_defaults(old)
+  assert "regularizer" not in upgraded
+  rfb, smart = parse_chain(upgraded.sites.encoder.block_output)
+  assert (rfb.sparsity, rfb.beta, rfb.beta_decay) == (0.1, 4.0, 0.5)
+  assert (smart.sparsity, smart.beta, smart.scaling, smart.beta_decay) == (0.3, 4.0, "uniform",
+                                                                           0.5)
 
 
 @pytest.mark.parametrize("beam", [1, 3])
