@@ -111,6 +111,10 @@ class Dropout(Mechanism):
                      rng_collection=rng_collection)
 
 
+MODULES: dict[str, type[Mechanism]] = {
+    m.name: m for m in (Dropout, KWTA, RFBKWTA, SmartInhibition)}
+
+
 class Site(nnx.Module):
   """A chain of mechanisms applied in order, given as for the Linen `homeojax.Site`: the
   compact syntax, such as `"rfb_kwta(sparsity=0.5), dropout(rate=0.1)"`, or mechanisms.

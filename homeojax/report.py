@@ -75,6 +75,8 @@ def load_run(path: str | Path) -> Run:
   for report, file in sorted(reports, key=lambda pair: pair[0]["beam"]):
     if report.get("eval_scale"):  # An `eval.py --eval_scale` re-evaluation, not the run's.
       continue
+    for entry_path, entry in report.get("homeostasis", {}).items():
+      entry.setdefault("site", entry_path.rsplit("/", 1)[0])  # Reports before v2 lack it.
     evals[report["data"]] = report
     hyp_file = file.with_name(file.name.replace(".json", ".hyp.txt"))
     if hyp_file.is_file():
@@ -213,17 +215,18 @@ def plot_all(groups: dict[str, list[Run]], out_dir: Path) -> list[str]:
     plt.close(fig)
 
   compared = [g for g in ("kwta", "rfb_kwta_dropout") if g in groups]
-  paths = [p for p in next((r.evals[s]["homeostasis"] for g in compared for r in groups[g]
-                            for s in r.evals), {}) if "block_output" in p]
-  if compared and paths:
-    fig, axes = plt.subplots(len(paths) // 4 + bool(len(paths) % 4), 4,
-                             figsize=(13, 2 * (len(paths) // 4 + 1)), squeeze=False)
-    for ax, path in zip(axes.flat, paths):
-      site = path.rsplit("/", 1)[0]
+  sites = list(dict.fromkeys(  # In order, once each.
+      e["site"] for e in next((r.evals[s]["homeostasis"] for g in compared
+                               for r in groups[g] for s in r.evals), {}).values()
+      if e["site"].endswith("block_output")))
+  if compared and sites:
+    fig, axes = plt.subplots(len(sites) // 4 + bool(len(sites) % 4), 4,
+                             figsize=(13, 2 * (len(sites) // 4 + 1)), squeeze=False)
+    for ax, site in zip(axes.flat, sites):
       for group in compared:
         run = groups[group][0]
         report = next(iter(run.evals.values()))["homeostasis"]
-        match = next((v for k, v in report.items() if k.rsplit("/", 1)[0] == site), None)
+        match = next((v for v in report.values() if v["site"] == site), None)
         if match:
           hist = match["histogram"]
           ax.stairs(hist["counts"], hist["edges"], label=group)

@@ -12,19 +12,21 @@ from homeojax import grid
 
 def test_plan_puts_seeds_outermost_and_crosses_sweeps():
   runs = grid.plan(["dropout", "kwta"], ["0", "1"],
-                   ["regularizer.sparsity=0.1,0.5", "regularizer.beta=2"])
+                   ["mechanisms.rfb_kwta.sparsity=0.1,0.5", "mechanisms.rfb_kwta.beta=2"])
   assert [r.name for r in runs] == [
       "dropout-sparsity0.1-beta2-seed0", "dropout-sparsity0.5-beta2-seed0",
       "kwta-sparsity0.1-beta2-seed0", "kwta-sparsity0.5-beta2-seed0",
       "dropout-sparsity0.1-beta2-seed1", "dropout-sparsity0.5-beta2-seed1",
       "kwta-sparsity0.1-beta2-seed1", "kwta-sparsity0.5-beta2-seed1"]
-  assert runs[1].overrides == (("regularizer.sparsity", "0.5"), ("regularizer.beta", "2"))
+  assert runs[1].overrides == (("mechanisms.rfb_kwta.sparsity", "0.5"),
+                               ("mechanisms.rfb_kwta.beta", "2"))
 
 
 @pytest.mark.parametrize("args, message", [
     ((["nope"], ["0"], []), "variant='nope'"),
     ((["dropout"], ["x"], []), "seed='x'"),
-    ((["dropout"], ["0"], ["regularizer.sparsity"]), "'regularizer.sparsity' is not FIELD=VALUE"),
+    ((["dropout"], ["0"], ["mechanisms.rfb_kwta.sparsity"]),
+     "'mechanisms.rfb_kwta.sparsity' is not FIELD=VALUE"),
 ])
 def test_plan_rejects_bad_input(args, message):
   with pytest.raises(ValueError, match=message):

@@ -1,6 +1,7 @@
 """The NNX modules against the Linen ones: same outputs and state updates for the same
 inputs, keys and state; NNX transforms, split/merge, Orbax; the README's NNX example."""
 
+import dataclasses
 from pathlib import Path
 
 import chex
@@ -23,7 +24,7 @@ CHAINS = [
     "rfb_kwta(sparsity=0.5, beta=2.0)", "rfb_kwta(sparsity=0.3, beta=4.0, transmit=raw)",
     "smart_inhibition(sparsity=0.3, beta=2.0)",
     "smart_inhibition(sparsity=0.4, beta=1.0, sampling=exact_k)",
-    "smart_inhibition(sparsity=0.3, beta=3.0, eval_scale=expected_gain)",
+    "smart_inhibition(sparsity=0.3, beta=3.0, scaling=uniform, eval_scale=expected_gain)",
     "dropout(rate=0.3)",
 ]
 
@@ -36,17 +37,24 @@ def inputs() -> tuple[jax.Array, jax.Array, jax.Array]:
   return x, valid, duty
 
 
-def linen_and_nnx(chain: str) -> tuple[layers.Mechanism, nnx.Module, dict]:
-  """The Linen mechanism, the NNX one with the same (skewed) state, and that state."""
-  (mechanism,) = layers.parse_chain(chain)
+def options(mechanism: hj.Mechanism) -> dict:
+  return {f.name: getattr(mechanism, f.name) for f in dataclasses.fields(mechanism)}
+
+
+def nnx_module_of(mechanism: hj.Mechanism) -> nnx.Module:
+  return (hjnnx.Dropout(**options(mechanism)) if mechanism.name == "dropout"
+          else hjnnx.MODULES[mechanism.name](N, **options(mechanism)))
+
+
+def linen_and_nnx(chain: str) -> tuple[hj.Mechanism, nnx.Module, dict]:
+  """The mechanism, the NNX module with the same (skewed) state as the Linen one, and
+  that state."""
+  (mechanism,) = hj.parse_chain(chain)
   x, _, duty = inputs()
-  module = mechanism.module()
-  state = dict(module.init(KEY, x).get(hj.HOMEOSTASIS, {}))
+  state = dict(layers.MechanismLayer(mechanism).init(KEY, x).get(hj.HOMEOSTASIS, {}))
   if state:
     state["duty"] = duty
-  options = dict(mechanism.options)
-  nnx_module = (hjnnx.Dropout(**options) if mechanism.name == "dropout"
-                else hjnnx.MODULES[mechanism.name](N, **options))
+  nnx_module = nnx_module_of(mechanism)
   for name, value in state.items():
     getattr(nnx_module, name)[...] = value
   return mechanism, nnx_module, state
@@ -64,8 +72,8 @@ def test_nnx_matches_linen_with_padding(chain, train):
   x, valid, _ = inputs()
   key = jax.random.PRNGKey(7)
   variables = {hj.HOMEOSTASIS: state} if state else {}
-  y_linen, updates = mechanism.module().apply(variables, x, valid, train=train, rng=key,
-                                              mutable=[hj.HOMEOSTASIS])
+  y_linen, updates = layers.MechanismLayer(mechanism).apply(
+      variables, x, valid, train=train, rng=key, mutable=[hj.HOMEOSTASIS])
   y_nnx = nnx_module(x, valid, deterministic=not train, rngs=key)
   np.testing.assert_array_equal(y_nnx, y_linen)
   np.testing.assert_array_equal(y_nnx != 0, y_linen != 0)  # The masks.
@@ -77,9 +85,9 @@ def test_nnx_matches_linen_with_padding(chain, train):
 
 def test_initial_state_and_options_match_linen():
   for chain in CHAINS[:-1]:
-    (mechanism,) = layers.parse_chain(chain)
-    linen = mechanism.module().init(KEY, jnp.zeros((2, N)))[hj.HOMEOSTASIS]
-    nnx_module = hjnnx.MODULES[mechanism.name](N, **dict(mechanism.options))
+    (mechanism,) = hj.parse_chain(chain)
+    linen = layers.MechanismLayer(mechanism).init(KEY, jnp.zeros((2, N)))[hj.HOMEOSTASIS]
+    nnx_module = nnx_module_of(mechanism)
     chex.assert_trees_all_equal(nnx_state(nnx_module), jax.device_get(dict(linen)))
   with pytest.raises(ValueError, match="sparsity=1.5 is outside"):
     hjnnx.KWTA(N, sparsity=1.5)

@@ -118,32 +118,90 @@ class RFBTest(chex.TestCase):
     np.testing.assert_array_equal(y, y_ref)
 
 
-class SmartInhibitionTest(chex.TestCase):
+def chi_square(freq: np.ndarray, p: np.ndarray, draws: int) -> float:
+  """Sum over features of the squared standardised deviation of a keep frequency from
+  its probability (features kept always or never are left out)."""
+  live = (p > 0) & (p < 1)
+  return float(np.sum((freq[live] - p[live]) ** 2 / (p[live] * (1 - p[live]) / draws)))
 
-  def test_bernoulli_keep_frequencies_match_the_spec(self):
-    n, s, beta = 16, 0.5, 2.0
-    duty = jnp.linspace(0.0, 1.0, n)
-    x = jnp.ones((20000, n))
-    _, mask = jax.jit(functools.partial(ops.smart_inhibition, sparsity=s, beta=beta))(
-        x, duty, KEY)
-    w = np.asarray(ops.boost_factors(duty, ops.num_winners(n, s) / n, beta))
-    p = np.minimum(1.0, (1 - s) * n * w / w.sum())
+
+class SmartInhibitionTest(chex.TestCase):
+  """Version 2: water-filled keep probabilities, unbiased scaling, both samplers."""
+  N, S, BETA, DRAWS = 16, 0.3, 4.0, 20_000
+  DUTY = jnp.linspace(0.0, 1.0, 16) ** 2  # Skewed: several preferences reach the cap.
+
+  def probabilities(self, sampling="bernoulli", valid=None):
+    target = ops.num_winners(self.N, self.S) / self.N
+    w = ops.boost_factors(self.DUTY, target, self.BETA)
+    return np.asarray(ops.keep_probabilities(w, self.S, valid, sampling=sampling)), np.asarray(w)
+
+  @parameterized.parameters("bernoulli", "exact_k")
+  def test_water_filled_probabilities_sum_to_the_keep_share(self, sampling):
+    p, w = self.probabilities(sampling)
+    total = (1 - self.S) * self.N if sampling == "bernoulli" else ops.num_winners(self.N, self.S)
+    np.testing.assert_allclose(p.sum(), total, rtol=1e-5)
+    capped = p >= 1.0
+    self.assertTrue(capped.any() and not capped.all())  # The cap binds on this duty.
+    ratio = p[~capped] / w[~capped]  # min(1, c * w): proportional below the cap ...
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
+    self.assertTrue(np.all(w[capped] * ratio[0] >= ops.EXACT_K_CERTAIN - 1e-6))  # ... capped.
+    # Per vector where the valid features vary: n_valid of each vector.
+    valid = jnp.arange(self.N)[None, :] < jnp.array([[16], [9], [1]])
+    p_valid = np.asarray(ops.keep_probabilities(jnp.asarray(w), self.S, valid))
+    np.testing.assert_allclose(p_valid.sum(-1), (1 - self.S) * np.array([16, 9, 1]), rtol=1e-5)
+    self.assertTrue(np.all(p_valid[~np.asarray(valid)] == 0))
+
+  @parameterized.parameters("bernoulli", "exact_k")
+  def test_unbiased_inclusion_frequencies_and_keep_rate(self, sampling):
+    p, _ = self.probabilities(sampling)
+    x = jax.random.normal(jax.random.PRNGKey(1), (self.N,)) + 2.0
+    fn = jax.jit(lambda key: ops.smart_inhibition(
+        jnp.broadcast_to(x, (self.DRAWS, self.N)), self.DUTY, key, self.S, beta=self.BETA,
+        sampling=sampling))
+    y, mask = fn(KEY)
     freq = np.asarray(mask.mean(0))
-    # Four standard errors of a Bernoulli mean over 20000 draws.
-    np.testing.assert_array_less(np.abs(freq - p), 4 * np.sqrt(p * (1 - p) / 20000) + 1e-9)
-    self.assertTrue(np.all(np.diff(freq) < 0.02))  # Rarer (lower duty) is kept more often.
-    self.assertGreater(freq[0], freq[-1] + 0.3)
+    # Goodness of fit of the inclusion frequencies to p: chi-square with N degrees of
+    # freedom; its 99.99% quantile is 42.3 (exact_k's negative dependence only lowers it).
+    self.assertLess(chi_square(freq, p, self.DRAWS), 42.3)
+    # E[y] = x for every feature, within 5 standard errors of the mean of x * m / p.
+    stderr = np.abs(np.asarray(x)) * np.sqrt((1 - p) / (p * self.DRAWS))
+    np.testing.assert_array_less(np.abs(np.asarray(y.mean(0)) - np.asarray(x)),
+                                 5 * stderr + 1e-6)
+    # Keep rate: 1 - s, or k / n with exactly k kept.
+    np.testing.assert_allclose(float(mask.mean()), p.sum() / self.N, atol=0.005)
+    if sampling == "exact_k":
+      np.testing.assert_array_equal(mask.sum(-1), ops.num_winners(self.N, self.S))
 
   @chex.variants(with_jit=True, without_jit=True)
-  def test_exact_k_keeps_exactly_k_and_prefers_rare(self):
-    n, s = 20, 0.75
-    duty = jnp.linspace(0.0, 1.0, n)
-    fn = functools.partial(ops.smart_inhibition, sparsity=s, beta=3.0, sampling="exact_k")
-    y, mask = self.variant(fn)(jnp.ones((5000, n)), duty, KEY)
-    np.testing.assert_array_equal(mask.sum(-1), ops.num_winners(n, s))
-    freq = np.asarray(mask.mean(0))
-    self.assertGreater(freq[:5].mean(), freq[-5:].mean() + 0.2)
-    np.testing.assert_allclose(y, np.where(mask, 1 / (1 - s), 0.0), rtol=1e-6)
+  def test_exact_k_count_is_exact_with_varying_valid_features(self):
+    valid = jax.random.uniform(jax.random.PRNGKey(2), (2000, 40)) < jnp.linspace(
+        0.05, 1.0, 2000)[:, None]
+    duty = jax.random.uniform(jax.random.PRNGKey(3), (40,))
+    fn = functools.partial(ops.smart_inhibition, sparsity=0.35, beta=8.0, sampling="exact_k")
+    _, mask = self.variant(fn)(jnp.ones((2000, 40)), duty, KEY, valid=valid)
+    n_valid = valid.sum(-1)
+    expected = jnp.where(n_valid > 0, jnp.maximum(1, jnp.floor(0.65 * n_valid + 0.5)), 0)
+    np.testing.assert_array_equal(mask.sum(-1), expected)
+    self.assertFalse(bool(jnp.any(mask & ~valid)))
+
+  def test_gradient_is_the_mask_over_p(self):
+    p, _ = self.probabilities()
+    x = jax.random.normal(KEY, (8, self.N))
+    r = jax.random.normal(jax.random.PRNGKey(4), (8, self.N))
+    f = lambda x: jnp.sum(r * ops.smart_inhibition(x, self.DUTY, KEY, self.S, beta=self.BETA)[0])
+    _, mask = ops.smart_inhibition(x, self.DUTY, KEY, self.S, beta=self.BETA)
+    np.testing.assert_allclose(jax.grad(f)(x), np.where(mask, r / p, 0.0), rtol=1e-5)
+
+  def test_version_1_uniform_scaling_reproduces_its_formula(self):
+    n, s, beta = 16, 0.3, 4.0
+    duty = self.DUTY
+    y, mask = jax.jit(functools.partial(ops.smart_inhibition, sparsity=s, beta=beta,
+                                        scaling="uniform"))(jnp.ones((20000, n)), duty, KEY)
+    w = np.asarray(ops.boost_factors(duty, ops.num_winners(n, s) / n, beta))
+    p = np.minimum(1.0, (1 - s) * n * w / w.sum())
+    self.assertLess(chi_square(np.asarray(mask.mean(0)), p, 20000), 42.3)
+    self.assertLess(p.sum(), (1 - s) * n - 0.5)  # The cap lowers the keep rate.
+    np.testing.assert_allclose(y, np.where(mask, 1 / (1 - s), 0.0), rtol=1e-6)  # Biased.
 
   def test_invalid_entries_are_never_kept(self):
     valid = jnp.arange(12) < 7
@@ -151,13 +209,13 @@ class SmartInhibitionTest(chex.TestCase):
       _, mask = ops.smart_inhibition(jnp.ones((500, 12)), jnp.full(12, 0.5), KEY, 0.5,
                                      beta=1.0, sampling=sampling, valid=valid)
       self.assertFalse(bool(jnp.any(mask & ~valid)))
-      self.assertTrue(bool(jnp.all(jnp.isfinite(mask.sum()))))
 
   def test_fixed_key_gives_identical_results(self):
     x = jax.random.normal(KEY, (8, 32))
-    a = ops.smart_inhibition(x, jnp.full(32, 0.3), KEY, 0.5, beta=1.0)
-    b = ops.smart_inhibition(x, jnp.full(32, 0.3), KEY, 0.5, beta=1.0)
-    np.testing.assert_array_equal(a[0], b[0])
+    for sampling in ops.SAMPLING:
+      a = ops.smart_inhibition(x, jnp.full(32, 0.3), KEY, 0.5, beta=1.0, sampling=sampling)
+      b = ops.smart_inhibition(x, jnp.full(32, 0.3), KEY, 0.5, beta=1.0, sampling=sampling)
+      np.testing.assert_array_equal(a[0], b[0])
 
 
 class DutyCycleTest(chex.TestCase):

@@ -100,13 +100,13 @@ def test_installed_commands_run_from_another_directory(wheel, tmp_path):
   assert where.stdout.startswith(str(site))
   commands = [
       ["-m", "homeojax.cli", "train", "--config=configs/tiny.py", f"--workdir={tmp_path / 'w'}",
-       "--config.regularizer.sparsity=1.5"],
+       "--config.mechanisms.kwta.sparsity=1.5"],
       ["-m", "homeojax.grid", "--config=tiny", "--variants=dropout", "--runs_dir=runs",
-       "--results_dir=results", "--set=regularizer.sparsity=1.5"]]
+       "--results_dir=results", "--set=mechanisms.kwta.sparsity=1.5"]]
   for command in commands:
     result = subprocess.run([sys.executable, *command], cwd=elsewhere, env=env,
                             capture_output=True, text=True)
-    assert result.returncode == 1 and "regularizer.sparsity=1.5 is outside" in result.stderr
+    assert result.returncode == 1 and "kwta sparsity=1.5 is outside" in result.stderr
   assert not list(elsewhere.iterdir()) and not (tmp_path / "work").exists()
   for command, flag in ((["homeojax.cli", "train"], "--workdir"),
                         (["homeojax.cli", "eval"], "--source_file"),

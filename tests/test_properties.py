@@ -6,7 +6,8 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from homeojax import ops
-from homeojax.layers import HOMEOSTASIS, RFBKWTA, SmartInhibition
+from homeojax.layers import HOMEOSTASIS, Site
+from homeojax.mechanisms import RFBKWTA, SmartInhibition
 
 DTYPES = st.sampled_from([jnp.float32, jnp.bfloat16])
 SHAPES = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 40))
@@ -95,14 +96,19 @@ def test_smart_inhibition_keeps_valid_finite_entries(data, duty_value, beta, sam
 @given(features(), st.floats(0.0, 1e3), st.sampled_from(["exact", "statistical"]))
 def test_modules_keep_state_in_range_under_extreme_inputs(data, beta, method):
   x, sparsity = data
-  for module in (RFBKWTA(sparsity=sparsity, beta=beta, method=method, period=2),
-                 SmartInhibition(sparsity=sparsity, beta=beta, period=2)):
+  for mechanism in (RFBKWTA(sparsity=sparsity, beta=beta, method=method, period=2),
+                    SmartInhibition(sparsity=sparsity, beta=beta, period=2),
+                    SmartInhibition(sparsity=sparsity, beta=beta, period=2, sampling="exact_k")):
+    module = Site(mechanism)
     variables = module.init({"params": jax.random.PRNGKey(0)}, x)
     for step in range(3):
       y, updates = module.apply(variables, x * (10.0 ** step), train=True,
                                 mutable=[HOMEOSTASIS],
                                 rngs={"dropout": jax.random.PRNGKey(step)})
       variables = {**variables, **updates}
-      duty = updates[HOMEOSTASIS]["duty"]
-      assert bool(jnp.all((duty >= 0) & (duty <= 1))), (module, duty)
+      (state,) = updates[HOMEOSTASIS].values()
+      duty = state["duty"]
+      assert bool(jnp.all((duty >= 0) & (duty <= 1))), (mechanism, duty)
+      if "keep_rate" in state:
+        assert 0 <= float(state["keep_rate"]) <= 1
       assert y.dtype == x.dtype

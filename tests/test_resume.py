@@ -24,7 +24,7 @@ ARGS = [a for a in TINY if not a.startswith(("--config.num_train_steps",
                                              "--config.data.tokens_per_batch"))] + [
     f"--config.num_train_steps={STEPS}", "--config.checkpoint_every=4",
     "--config.eval_every=100", "--config.data.tokens_per_batch=2048",
-    "--config.regularizer.beta_decay=0.5"]
+    "--config.mechanisms.rfb_kwta.beta_decay=0.5"]
 ENV = {**os.environ, "HOMEOJAX_MULTI30K": ""}
 
 
@@ -107,13 +107,20 @@ def test_stops_by_signal_and_kill_resume_bitwise_identically(fake_multi30k, tmp_
 
 
 def test_resume_compares_site_chains_by_meaning_and_names_the_site():
-  def meta(chain, d_ff=64):
-    return {"model": {"d_ff": d_ff, "encoder_sites": {"embedding": "", "block_output": chain}}}
+  def meta(chain, d_ff=64, spec=2):
+    return {"model": {"d_ff": d_ff, "encoder_sites": {"embedding": "", "block_output": chain}},
+            **({"spec": spec} if spec else {})}
 
   saved = meta("kwta(sparsity=0.1), dropout")
   check_compatible(saved, meta("kwta(method=exact, sparsity=0.10), dropout(rate=0.1)"))
-  check_compatible(meta("smart_inhibition(sparsity=0.3)"),  # An eval-only option.
-                   meta("smart_inhibition(sparsity=0.3, eval_scale=expected_gain)"))
+  check_compatible(meta("smart_inhibition(sparsity=0.3, scaling=uniform)"),  # Eval-only.
+                   meta("smart_inhibition(sparsity=0.3, scaling=uniform, "
+                        "eval_scale=expected_gain)"))
+  # A checkpoint of homeojax 0.1 (no spec version) trained Smart Inhibition version 1.
+  v1 = meta("smart_inhibition(sparsity=0.3)", spec=None)
+  check_compatible(v1, meta("smart_inhibition(sparsity=0.3, scaling='uniform')"))
+  with pytest.raises(ValueError, match="differs from the config's 'smart_inhibition"):
+    check_compatible(v1, meta("smart_inhibition(sparsity=0.3)"))
   with pytest.raises(ValueError, match=r"model\.encoder_sites\.block_output="
                      r"'kwta\(sparsity=0.1\), dropout' differs from the config's 'kwta"):
     check_compatible(saved, meta("kwta(sparsity=0.2), dropout"))
