@@ -61,6 +61,7 @@ SITE_CHAINS = {
     "rfb_kwta statistical": "rfb_kwta(sparsity=0.3, method=statistical)",
     "smart_inhibition bernoulli": "smart_inhibition(sparsity=0.1)",
     "smart_inhibition exact_k": "smart_inhibition(sparsity=0.1, sampling=exact_k)",
+    "smart_inhibition v1": "smart_inhibition(sparsity=0.1, scaling=uniform)",
 }
 # Train-step variants: (paper variant, kWTA threshold method).
 STEP_VARIANTS = {
@@ -71,6 +72,8 @@ STEP_VARIANTS = {
     "rfb_kwta+dropout exact": ("rfb_kwta_dropout", "exact"),
     "rfb_kwta+dropout statistical": ("rfb_kwta_dropout", "statistical"),
     "smart_inhibition": ("smart_inhibition", "exact"),
+    "smart_inhibition statistical": ("smart_inhibition", "statistical"),
+    "smart_inhibition v1": ("smart_inhibition_v1", "exact"),
 }
 SEQ_LEN = 32  # Length of the synthetic batches (Multi30K's common bucket).
 

@@ -19,8 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from absl import logging
-
 Array = jax.Array
 Path = tuple[str, ...]
 CLIP_SHARE_WARNING = 0.1  # Warn when more than this share of boosts sit at the clip.
@@ -82,7 +80,7 @@ class ClipWatch:
     self.warned: set[str] = set()
 
   def update(self, step: int, summary: Mapping[str, Mapping[str, float]]) -> list[str]:
-    """Takes the summary at `step`; returns (and logs) the new warnings."""
+    """Takes the summary at `step`; returns the new warnings."""
     warnings = []
     for path, stats in summary.items():
       if "clip_share" not in stats or float(stats["clip_share"]) <= CLIP_SHARE_WARNING:
@@ -97,5 +95,4 @@ class ClipWatch:
             f"{self.periods[path]} steps): the boost no longer balances this site's "
             "features (shared/docs/homeostasis.md: winners by magnitude, a higher "
             "sparsity, or a non-negative site keep it homeostatic)")
-        logging.warning("%s", warnings[-1])
     return warnings

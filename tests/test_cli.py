@@ -24,6 +24,7 @@ def test_train_writes_checkpoints_metrics_and_resumes(trained_run):
   assert [r["step"] for r in records] == [2, 4]
   assert records[-1]["learning_rate"] == pytest.approx(2e-3 * 4 / 200, rel=1e-5)  # Warmup.
   assert any(k.startswith("homeostasis/") and k.endswith("entropy_ratio") for k in records[-1])
+  assert any(k.endswith("rfb_kwta_0/clip_share") for k in records[-1])
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
       "2", "4"]
   assert list((workdir / "tensorboard").iterdir())
@@ -49,7 +50,9 @@ def test_eval_decodes_a_split_files_and_stdin_with_user_paths(trained_run):
   assert 0 < report["bleu_tok_bp"] <= 1 and report["bleu_tok_ratio"] > 0
   assert 0 < report["sacrebleu"]["bp"] <= 1 and report["sacrebleu"]["ratio"] > 0
   saved = json.loads((home / "éval out" / "test_2016_flickr.beam2.json").read_text())
-  assert any(path.endswith("rfb_kwta_0") for path in saved["homeostasis"])
+  rfb = [entry for path, entry in saved["homeostasis"].items() if path.endswith("rfb_kwta_0")]
+  assert rfb and all(e["mechanism"] == "rfb_kwta" and e["site"].endswith("block_output")
+                     and 0 <= e["clip_share"] <= 1 for e in rfb)
   hyps = (home / "éval out" / "test_2016_flickr.beam2.hyp.txt").read_text().splitlines()
   assert len(hyps) == 30
 

@@ -263,6 +263,35 @@ def test_diagnostics_exact_values_on_a_hand_made_state():
   assert json.loads(json.dumps(json_ready)) == json_ready
 
 
+def test_clip_watch_warns_once_per_site_after_a_whole_period_at_the_clip():
+  mechanisms = {("enc", "rfb_kwta_0"): hj.RFBKWTA(period=300),
+                ("dec", "rfb_kwta_0"): hj.RFBKWTA(period=300), ("dec", "kwta_1"): hj.KWTA()}
+  watch = hj.diagnostics.ClipWatch(mechanisms)
+  def summary(enc, dec):
+    return {"enc/rfb_kwta_0": {"clip_share": enc}, "dec/rfb_kwta_0": {"clip_share": dec},
+            "dec/kwta_1": {"entropy_ratio": 0.5}}
+  assert watch.update(100, summary(0.5, 0.5)) == []
+  assert watch.update(300, summary(0.5, 0.05)) == []  # dec dropped below 10%: restarts.
+  (warning,) = watch.update(400, summary(0.11, 0.5))  # enc: a whole period (100 to 400).
+  assert warning.startswith("enc/rfb_kwta_0: 11% of the boosts have sat at the clip since "
+                            "step 100")
+  assert watch.update(500, summary(0.5, 0.5)) == []  # Once per site.
+  assert watch.update(700, summary(0.5, 0.5))[0].startswith("dec/rfb_kwta_0")
+
+
+def test_attention_key_statistics_target_the_share_of_visible_keys():
+  """Where the valid features vary per vector, the target is 1 - s, not k / n of the
+  statistics' full length (except for Smart Inhibition version 1, as it ran)."""
+  x = jnp.ones((2, 3, 4, 10))
+  for chain, target in (("rfb_kwta(sparsity=0.3)", 0.7), ("kwta(sparsity=0.45)", 0.55),
+                        ("smart_inhibition(sparsity=0.3)", 0.7),
+                        ("smart_inhibition(sparsity=0.3, scaling=uniform)", 45 / 64)):
+    state = hj.Site(chain, stat_shape=(4, 64), per_vector_valid=True).init(KEY, x)
+    (mechanism,) = state[hj.HOMEOSTASIS].values()
+    np.testing.assert_allclose(mechanism["target"], target, rtol=1e-6)
+    np.testing.assert_allclose(mechanism["duty"], target, rtol=1e-6)
+
+
 class UserModel(nn.Module):
   """A user's own MLP with homeostatic layers inside."""
 

@@ -24,7 +24,9 @@ ARGS = [a for a in TINY if not a.startswith(("--config.num_train_steps",
                                              "--config.data.tokens_per_batch"))] + [
     f"--config.num_train_steps={STEPS}", "--config.checkpoint_every=4",
     "--config.eval_every=100", "--config.data.tokens_per_batch=2048",
-    "--config.mechanisms.rfb_kwta.beta_decay=0.5"]
+    "--config.mechanisms.rfb_kwta.beta_decay=0.5",
+    # Boosts clipped at once, averaged over 2 steps: the clip warning fires within a run.
+    "--config.mechanisms.rfb_kwta.b_max=1.0001", "--config.mechanisms.rfb_kwta.period=2"]
 ENV = {**os.environ, "HOMEOJAX_MULTI30K": ""}
 
 
@@ -93,6 +95,8 @@ def test_stops_by_signal_and_kill_resume_bitwise_identically(fake_multi30k, tmp_
   resumed = subprocess.run(command(workdir, fake_multi30k), check=True, env=ENV,
                            capture_output=True, text=True, timeout=600)
   assert f"Resumed from step {last}" in resumed.stdout
+  assert re.search(r"warning: encoder_layers_0/attention_block/block_output/rfb_kwta_0: "
+                   r"\d+% of the boosts have sat at the clip since step \d+", resumed.stdout)
   straight, again = final_state(tmp_path / "straight"), final_state(workdir)
   assert straight.keys() == again.keys() and int(again["['step']"]) == STEPS
   for key in straight:
