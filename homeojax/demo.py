@@ -16,6 +16,7 @@ def main(steps: int = 400, n: int = 64, batch: int = 128) -> None:
                 "rfb_kwta(sparsity=0.75, beta=5.0, period=50)"]:
     site = hj.Site(chain)
     variables = site.init(jax.random.PRNGKey(0), jnp.zeros((batch, n)))
+    mechanisms = hj.find_mechanisms(site, jnp.zeros((batch, n)))
 
     @jax.jit
     def step(variables, key):
@@ -27,7 +28,7 @@ def main(steps: int = 400, n: int = 64, batch: int = 128) -> None:
     for i, key in enumerate(jax.random.split(jax.random.PRNGKey(1), steps), 1):
       variables = step(variables, key)
       if i % 100 == 0:
-        (stats,) = hj.summarize(variables[hj.HOMEOSTASIS]).values()
+        (stats,) = hj.summarize(variables[hj.HOMEOSTASIS], mechanisms).values()
         print(f"  step {i:4d}  entropy ratio {float(stats['entropy_ratio']):.3f}"
               f"  dead share {float(stats['dead_share']):.3f}")
 
