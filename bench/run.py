@@ -23,16 +23,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # The configs/ package of this checkout.
 
 from configs import base as base_config, tiny as tiny_config  # noqa: E402
-from homeojax import config as config_lib, decode, eval_lib, sharding, train_lib  # noqa: E402
+from homeojax import config as config_lib, decode, eval_lib, experiment, sharding  # noqa: E402
+from homeojax import train_lib  # noqa: E402
 from homeojax.data import batching, multi30k, tokenizer  # noqa: E402
 from homeojax.layers import HOMEOSTASIS, Site  # noqa: E402
-from homeojax.model import Transformer  # noqa: E402
 
 _SECTIONS = flags.DEFINE_list("sections", ["ops", "train", "loop", "decode"], "What to run.")
 _CONFIGS = flags.DEFINE_list("configs", ["tiny", "base"], "Configs for ops and train.")
@@ -61,7 +60,8 @@ SITE_CHAINS = {
     "rfb_kwta statistical": "rfb_kwta(sparsity=0.3, method=statistical)",
     "smart_inhibition bernoulli": "smart_inhibition(sparsity=0.1)",
     "smart_inhibition exact_k": "smart_inhibition(sparsity=0.1, sampling=exact_k)",
-    "smart_inhibition v1": "smart_inhibition(sparsity=0.1, scaling=uniform)",
+    "smart_inhibition exact": "smart_inhibition(sparsity=0.1, method=exact)",
+    "smart_inhibition v1": "smart_inhibition(sparsity=0.1, scaling=uniform, method=exact)",
 }
 # Train-step variants: (paper variant, kWTA threshold method).
 STEP_VARIANTS = {
@@ -71,8 +71,8 @@ STEP_VARIANTS = {
     "kwta statistical": ("kwta", "statistical"),
     "rfb_kwta+dropout exact": ("rfb_kwta_dropout", "exact"),
     "rfb_kwta+dropout statistical": ("rfb_kwta_dropout", "statistical"),
-    "smart_inhibition": ("smart_inhibition", "exact"),
-    "smart_inhibition statistical": ("smart_inhibition", "statistical"),
+    "smart_inhibition": ("smart_inhibition", "statistical"),
+    "smart_inhibition exact": ("smart_inhibition", "exact"),
     "smart_inhibition v1": ("smart_inhibition_v1", "exact"),
 }
 SEQ_LEN = 32  # Length of the synthetic batches (Multi30K's common bucket).
@@ -160,19 +160,15 @@ def bench_train(rounds: int) -> list[dict]:
   """Train-step time, tokens/s and planned memory per variant, relative to dropout."""
   rows, mesh = [], sharding.make_mesh()
   for config_name in _CONFIGS.value:
-    fns, memory, cache_sizes, steps = {}, {}, {}, {}
+    fns, memory, steps = {}, {}, {}
     for label, (variant, method) in STEP_VARIANTS.items():
       c = CONFIGS[config_name](variant)
       for name in ("kwta", "rfb_kwta", "smart_inhibition"):
         c.mechanisms[name].method = method
-      model = Transformer(config_lib.validate(c))
-      optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
-      state, shardings = train_lib.init_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
+      exp = experiment.build(c, mesh)
+      state, shardings = exp.init_state()
       batch = sharding.shard_batch(synthetic_batch(c, np.random.default_rng(0)), mesh)
-      step = jax.jit(train_lib.make_train_step(model, optimizer, c.optim.label_smoothing,
-                                               c.seed),
-                     in_shardings=(shardings, NamedSharding(mesh, P("data"))),
-                     out_shardings=(shardings, None), donate_argnums=0)
+      step = exp.jit_train_step(shardings)
       memory[label] = compiled_bytes(step.lower(state, batch).compile())
       holder = {"state": state}
 
@@ -200,11 +196,10 @@ def bench_loop(steps: int = 40) -> dict:
   c = tiny_config.get_config("dropout")
   c.data.local_dir = _DATA_DIR.value
   c.data.tfds_dir = str(Path(_WORK_DIR.value) / "tfds")
-  mesh = sharding.make_mesh()
+  exp = experiment.build(c)
+  mesh = exp.mesh
   data = train_lib.prepare_data(c, Path(_WORK_DIR.value), ())
-  model = Transformer(config_lib.validate(c))
-  optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
-  state, shardings = train_lib.init_state(model, optimizer, c.seed, mesh, c.mesh.fsdp)
+  state, shardings = exp.init_state()
   batcher = batching.Batcher(*data.ids["train"], c.data.tokens_per_batch, c.data.max_len,
                              multiple_of=mesh.shape["data"], seed=c.seed)
   compiles = []
@@ -212,9 +207,7 @@ def bench_loop(steps: int = 40) -> dict:
       lambda event, seconds, **_: compiles.append(seconds) if "backend_compile" in event
       else None)
   start = time.perf_counter()
-  train_steps = train_lib.compile_train_steps(
-      train_lib.make_train_step(model, optimizer, c.optim.label_smoothing, c.seed), state,
-      shardings, batcher, mesh)
+  train_steps = exp.compile_train_steps(state, shardings, batcher)
   compile_seconds, compiled_before = time.perf_counter() - start, len(compiles)
 
   def timed(get_batch: Callable[[], dict]) -> tuple[float, float]:
@@ -260,7 +253,8 @@ def bench_decode() -> list[dict]:
     c.data.local_dir = _DATA_DIR.value
     c.data.tfds_dir = str(Path(_WORK_DIR.value) / "tfds")
     data = train_lib.prepare_data(c, Path(_WORK_DIR.value), ())
-    model, sp, mesh = Transformer(config_lib.validate(c)), data.sp, sharding.make_mesh()
+    exp = experiment.build(c)
+    model, sp, mesh = exp.model, data.sp, exp.mesh
     src = jnp.ones((1, 8), jnp.int32)
     variables = model.init(jax.random.PRNGKey(0), src, src)
   texts = multi30k.load(c.data.source_lang, c.data.target_lang, ("test_2016_flickr",),

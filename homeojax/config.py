@@ -24,6 +24,7 @@ from homeojax.model import SITE_NAMES, Sites, TransformerConfig
 
 SCHEDULES = ("cosine", "inverse_sqrt")  # Learning-rate schedules (train_lib).
 SPEC_VERSION = 2  # Of the mechanisms (shared/docs/homeostasis.md), saved in checkpoints.
+_SMART_V1 = "smart_inhibition(scaling='uniform', method='exact')"  # As homeojax 0.1 ran it.
 
 # The paper's variants, the chain of each site (the same for encoder and decoder), and
 # rfb_kwta_magnitude_dropout: the paper's best with winners by magnitude (docs/results.md).
@@ -39,11 +40,9 @@ VARIANTS: dict[str, dict[str, str]] = {
                                   "block_output": "rfb_kwta, smart_inhibition"},
     "rfb_kwta_magnitude_dropout": {"attn_weights": "dropout",
                                    "block_output": "rfb_kwta(by='magnitude'), dropout"},
-    "smart_inhibition_v1": {"attn_weights": "smart_inhibition(scaling='uniform')",
-                            "block_output": "smart_inhibition(scaling='uniform')"},
-    "rfb_kwta_smart_inhibition_v1": {
-        "attn_weights": "smart_inhibition(scaling='uniform')",
-        "block_output": "rfb_kwta, smart_inhibition(scaling='uniform')"},
+    "smart_inhibition_v1": {"attn_weights": _SMART_V1, "block_output": _SMART_V1},
+    "rfb_kwta_smart_inhibition_v1": {"attn_weights": _SMART_V1,
+                                     "block_output": f"rfb_kwta, {_SMART_V1}"},
 }
 
 
@@ -100,7 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mechanisms.smart_inhibition.b_max = 10.0  # Preferences clipped to [1/b_max, b_max].
   c.mechanisms.smart_inhibition.beta_decay = 1.0  # Strength multiplied by this every epoch.
   c.mechanisms.smart_inhibition.period = 1000  # Duty-cycle averaging period, in steps.
-  c.mechanisms.smart_inhibition.method = "exact"  # Threshold of the recorded kWTA winners.
+  c.mechanisms.smart_inhibition.method = "statistical"  # Threshold of the recorded winners.
   c.mechanisms.smart_inhibition.sampling = "bernoulli"  # bernoulli or exact_k.
   c.mechanisms.smart_inhibition.scaling = "unbiased"  # unbiased (v2) or uniform (v1 only).
 
@@ -192,7 +191,8 @@ def upgrade_chain(text: str, regularizer: dict) -> str:
   """A chain saved by homeojax 0.1 in today's terms: its `{placeholders}` filled from the
   run's `regularizer`, its boost decay explicit, and Smart Inhibition at version 1."""
   chain = []
-  for m in parse_chain(text.format(**regularizer)):
+  v1_defaults = {"smart_inhibition": {"method": "exact"}}  # 0.1's default.
+  for m in parse_chain(text.format(**regularizer), v1_defaults):
     if isinstance(m, SmartInhibition):
       m = dataclasses.replace(m, scaling="uniform")
     if isinstance(m, Boosted):

@@ -21,9 +21,10 @@ import ml_collections
 
 from homeojax import config as config_lib
 from homeojax import decode as decode_lib
-from homeojax import diagnostics, metrics, paths, sharding, train_lib
+from homeojax import checkpoints, diagnostics, experiment, metrics, paths, train_lib
 from homeojax.data import multi30k, tokenizer
 from homeojax.layers import HOMEOSTASIS
+from homeojax.experiment import Experiment
 from homeojax.model import Transformer
 
 
@@ -34,7 +35,7 @@ def checkpoint_step(workdir: Path, checkpoint: str) -> tuple[Any, int]:
   which = "best" if checkpoint == "best" else "checkpoints"
   if not (workdir / which).is_dir():
     raise FileNotFoundError(f"no {which}/ directory in {str(workdir)!r}: not a training run")
-  manager = train_lib.Checkpoints(workdir, keep=None)  # Read-only: safe beside training.
+  manager = checkpoints.Checkpoints(workdir, keep=None)  # Read-only: safe beside training.
   manager = manager.best if checkpoint == "best" else manager.latest
   steps = manager.all_steps()
   if not steps:
@@ -61,13 +62,23 @@ class Translator:
       translator = Translator.from_workdir("runs/quick", checkpoint="best")
       translator.translate(["A dog runs."], beam=5)  # [Hypothesis(text=..., score=...)]
   """
-  config: ml_collections.ConfigDict
+  experiment: Experiment  # The run's config, model and mesh.
   step: int
   averaged_steps: tuple[int, ...]  # The checkpoints averaged (just `step` without).
-  model: Transformer
   variables: dict  # `params` and `homeostasis`.
   sp: Any  # The run's SentencePiece processor.
-  mesh: Any
+
+  @property
+  def config(self) -> ml_collections.ConfigDict:
+    return self.experiment.config
+
+  @property
+  def model(self) -> Transformer:
+    return self.experiment.model
+
+  @property
+  def mesh(self) -> Any:
+    return self.experiment.mesh
 
   @classmethod
   def from_workdir(cls, workdir: str | Path, checkpoint: str = "latest",
@@ -91,26 +102,22 @@ class Translator:
     if len(steps) < average_last:
       raise ValueError(f"average_last={average_last}, but {str(workdir / 'checkpoints')!r} "
                        f"keeps only steps {steps} up to {step}: raise keep_checkpoints")
-    meta = train_lib.read_meta(manager, step)
+    meta = checkpoints.read_meta(manager, step)
     c = config_lib.with_defaults(meta["config"])
-    model_cfg = config_lib.model_config(c)
+    exp = experiment.build(c, eval_scale=eval_scale)
     vocab_path = workdir / meta["vocab"]
     if not vocab_path.is_file():
       raise FileNotFoundError(f"vocabulary {str(vocab_path)!r} of the checkpoint is missing")
-    current = {"model": model_cfg.to_dict(), "vocab": vocab_path.name,
-               "vocab_sha256": train_lib.file_sha256(vocab_path)}
-    train_lib.check_compatible(meta, current)
-    if eval_scale is not None:
-      model_cfg = config_lib.with_eval_scale(model_cfg, eval_scale)
-    mesh = sharding.make_mesh()
-    model = Transformer(model_cfg)
-    abstract = train_lib.abstract_variables(model, mesh, c.mesh.fsdp)
-    restored = [train_lib.restore_fields(manager, s, abstract)  # No optimizer is read.
+    current = {"model": exp.model_cfg.to_dict(), "vocab": vocab_path.name,
+               "vocab_sha256": checkpoints.file_sha256(vocab_path)}
+    checkpoints.check_compatible(meta, current)  # Eval-only options may differ.
+    abstract = exp.abstract_variables()
+    restored = [checkpoints.restore_fields(manager, s, abstract)  # No optimizer is read.
                 for s in steps]
     variables = jax.tree.map(
         lambda *leaves: (sum(leaves[1:], leaves[0]) / len(leaves)).astype(leaves[0].dtype)
         if jnp.issubdtype(leaves[0].dtype, jnp.floating) else leaves[-1], *restored)
-    return cls(c, step, tuple(steps), model, variables, tokenizer.load(vocab_path), mesh)
+    return cls(exp, step, tuple(steps), variables, tokenizer.load(vocab_path))
 
   @overload
   def translate(self, texts: Sequence[str], *, beam: int | None = None,
@@ -272,6 +279,6 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
   report.update({k: v for k, v in bleu.items() if v is not None})
   report["homeostasis"] = diagnostics.summary_json(
       jax.device_get(translator.variables[HOMEOSTASIS]),
-      train_lib.model_mechanisms(translator.model, translator.mesh))
+      translator.experiment.mechanisms)
   (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
   return {**report, "hypotheses": hyps}

@@ -240,8 +240,9 @@ class RFBKWTA(Boosted):
 @dataclasses.dataclass(frozen=True)
 class SmartInhibition(Boosted):
   """Smart Inhibition (`ops.smart_inhibition`): a dropout-like mask favouring features
-  that rarely win a kWTA of the same sparsity (the duty cycle records those winners,
-  by the threshold `method`).
+  that rarely win a kWTA of the same sparsity (the duty cycle records those winners, by
+  the threshold `method`: `statistical` by default, since they only feed the statistics
+  and the exact threshold costs 32 passes over the input).
 
   `scaling="unbiased"` (version 2, default): water-filled keep probabilities p_i summing
   to (1 - s) per valid feature, `y = x * m / p`, so E[y] = x and eval is the identity;
@@ -250,6 +251,7 @@ class SmartInhibition(Boosted):
   probabilities capped at 1, which is biased; `eval_scale="expected_gain"` then scales
   each feature at eval by what training passes on of it on average.
   """
+  method: ops.Method = "statistical"  # The recorded winners only feed statistics.
   sampling: ops.Sampling = "bernoulli"
   scaling: str = "unbiased"
   eval_scale: str = "identity"

@@ -54,7 +54,7 @@ GRID=(--runs_dir="$RUNS/grid" --results_dir="$RESULTS/grid" --split=test_2016_fl
       --seeds=0,1,2 "--set=mechanisms.kwta.sparsity=$SPARSITY"
       "--set=mechanisms.rfb_kwta.sparsity=$SPARSITY" "--set=mechanisms.rfb_kwta.beta=$BETA"
       # Smart Inhibition version 1, as it ran: the dropout rate as its sparsity, RFB's beta.
-      --set=mechanisms.smart_inhibition.scaling=uniform
+      --set=mechanisms.smart_inhibition.scaling=uniform --set=mechanisms.smart_inhibition.method=exact
       --set=mechanisms.smart_inhibition.sparsity=0.3 "--set=mechanisms.smart_inhibition.beta=$BETA")
 # The paper's headline comparison first, so its seeds land early; then the rest.
 python -m homeojax.grid "${COMMON[@]}" "${GRID[@]}" --variants=dropout,rfb_kwta_dropout

@@ -11,8 +11,7 @@ import jax
 import numpy as np
 
 from homeojax import config as config_lib
-from homeojax import sharding, train_lib
-from homeojax.model import Transformer
+from homeojax import experiment, sharding
 
 SITES = {
     "embedding": "dropout(rate=0.1)",
@@ -30,13 +29,11 @@ def main(out: str, fsdp: bool) -> None:
   c.data.vocab_size = 32
   for stack in ("encoder", "decoder"):
     c.sites[stack].update(SITES)
-  model = Transformer(config_lib.model_config(c))
-  optimizer = train_lib.make_optimizer(c.optim, 10)
-  mesh = sharding.make_mesh()
-  state, shardings = train_lib.init_state(model, optimizer, 0, mesh, fsdp)
-  step = jax.jit(train_lib.make_train_step(model, optimizer, 0.1, 0),
-                 in_shardings=(shardings, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))),
-                 out_shardings=(shardings, None))
+  c.num_train_steps, c.mesh.fsdp = 10, fsdp
+  exp = experiment.build(c)
+  mesh = exp.mesh
+  state, shardings = exp.init_state()
+  step = exp.jit_train_step(shardings)
   rng = np.random.default_rng(0)
   for _ in range(2):
     lengths = rng.integers(2, 12, 8)

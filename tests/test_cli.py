@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import RUN_DIR, TINY, USES_TRAINED_RUN, run
-from homeojax import eval_lib, train_lib
+from homeojax import checkpoints, eval_lib
 
 SOURCES = "A dog runs.\nA child plays with the ball.\n"
 
@@ -30,7 +30,7 @@ def test_train_writes_checkpoints_metrics_and_resumes(trained_run):
   assert list((workdir / "tensorboard").iterdir())
   assert list((trained_run.home / "tfds dïr").glob("multi30k/en-de/*/dataset_info.json"))
   # The checkpoint records the data dirs as absolute paths: eval may run from anywhere.
-  meta = train_lib.read_meta(eval_lib.checkpoint_step(workdir, "latest")[0], 4)
+  meta = checkpoints.read_meta(eval_lib.checkpoint_step(workdir, "latest")[0], 4)
   assert meta["config"]["data"]["local_dir"] == str(trained_run.home / "corpus dïr")
   assert meta["config"]["data"]["tfds_dir"] == str(trained_run.home / "tfds dïr")
   again = trained_run.run("train.py", *trained_run.args)  # Same command: resumes.
@@ -78,12 +78,9 @@ def test_translator_restores_exactly_and_translates(trained_run, monkeypatch):
   monkeypatch.setenv("HOME", str(trained_run.home))
   translator = eval_lib.Translator.from_workdir(RUN_DIR)
   assert translator.step == 4 and set(translator.variables) == {"params", "homeostasis"}
-  c = translator.config
-  optimizer = train_lib.make_optimizer(c.optim, c.num_train_steps)
-  abstract = train_lib.abstract_state(translator.model, optimizer, c.seed, translator.mesh,
-                                      False)
-  full, _ = train_lib.restore(eval_lib.checkpoint_step(trained_run.workdir, "latest")[0],
-                              abstract, 4)
+  abstract = translator.experiment.abstract_state()
+  full, _ = checkpoints.restore(eval_lib.checkpoint_step(trained_run.workdir, "latest")[0],
+                                abstract, 4)
   assert jax.tree.leaves(full.opt_state)  # The checkpoint does hold the optimizer state.
   for got, want in zip(jax.tree.leaves(translator.variables),
                        jax.tree.leaves({"homeostasis": full.homeostasis, "params": full.params})):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, TINY, USES_TRAINED_RUN
-from homeojax import train_lib
+from homeojax import experiment, train_lib
 
 
 def doc_rows() -> list[tuple[str, str, str, str]]:
@@ -82,7 +82,7 @@ def test_error_row(section, case, command, message, fake_multi30k, tmp_path, req
 
 def test_nonfinite_statistic_names_its_step_and_site(tmp_path):
   good = {"finite": True, "finite_stats": True}
-  state = train_lib.TrainState(step=12, params={}, opt_state={}, homeostasis={
+  state = experiment.TrainState(step=12, params={}, opt_state={}, homeostasis={
       "encoder": {"ffn": {"duty": jnp.array([0.5, np.nan]), "steps": jnp.array(3)}}})
   train_lib.check_finite_steps([good, good], 11, state, tmp_path)  # All finite: no error.
   with pytest.raises(FloatingPointError,

@@ -10,7 +10,7 @@ import pytest
 
 import homeojax as hj
 from homeojax import config as config_lib
-from homeojax import decode, train_lib
+from homeojax import decode, experiment
 from homeojax.layers import HOMEOSTASIS
 from homeojax.mechanisms import parse_chain
 from homeojax.model import SITE_NAMES, Sites, Transformer, TransformerConfig
@@ -184,8 +184,8 @@ def test_checkpoint_config_round_trips_and_v1_chains_upgrade():
   assert "regularizer" not in upgraded
   rfb, smart = parse_chain(upgraded.sites.encoder.block_output)
   assert (rfb.sparsity, rfb.beta, rfb.beta_decay) == (0.1, 4.0, 0.5)
-  assert (smart.sparsity, smart.beta, smart.scaling, smart.beta_decay) == (0.3, 4.0, "uniform",
-                                                                           0.5)
+  assert (smart.sparsity, smart.beta, smart.scaling, smart.beta_decay, smart.method) == (
+      0.3, 4.0, "uniform", 0.5, "exact")
 
 
 @pytest.mark.parametrize("beam", [1, 3])
@@ -282,11 +282,11 @@ def test_tiny_model_learns_to_reverse():
   c.model.update(d_model=64, d_ff=128, heads=4, encoder_layers=2, decoder_layers=2, max_len=16)
   c.data.vocab_size = 16
   c.optim.update(learning_rate=3e-3, warmup_steps=50, label_smoothing=0.0)
-  model = Transformer(config_lib.model_config(c))
-  optimizer = train_lib.make_optimizer(c.optim, 600)
-  mesh = train_lib.sharding.make_mesh()
-  state, _ = train_lib.init_state(model, optimizer, 0, mesh, False)
-  step = jax.jit(train_lib.make_train_step(model, optimizer, 0.0, 0))
+  c.num_train_steps = 600
+  exp = experiment.build(c)
+  model = exp.model
+  state, _ = exp.init_state()
+  step = jax.jit(exp.train_step())
   rng = np.random.default_rng(0)
 
   def batch(n):

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from homeojax import config as config_lib
-from homeojax import train_lib
+from homeojax import optim as optim_lib
 
 
 def optim(**overrides):
@@ -19,7 +19,7 @@ def optim(**overrides):
 
 
 def test_inverse_sqrt_schedule_warms_up_then_decays_as_fairseq():
-  schedule = train_lib.learning_rate_schedule(
+  schedule = optim_lib.learning_rate_schedule(
       optim(schedule="inverse_sqrt", learning_rate=2.0, warmup_steps=4), 100)
   np.testing.assert_allclose([schedule(s) for s in (0, 2, 4, 16, 40)],
                              [0.0, 1.0, 2.0, 2.0 * np.sqrt(4 / 16), 2.0 * np.sqrt(4 / 40)],
@@ -27,7 +27,7 @@ def test_inverse_sqrt_schedule_warms_up_then_decays_as_fairseq():
 
 
 def test_cosine_schedule_counts_updates_not_batches():
-  schedule = train_lib.learning_rate_schedule(
+  schedule = optim_lib.learning_rate_schedule(
       optim(learning_rate=1.0, warmup_steps=10, end_lr_fraction=0.1, grad_accumulation=4), 400)
   np.testing.assert_allclose([schedule(10), schedule(100)], [1.0, 0.1], rtol=1e-6)
 
@@ -36,14 +36,14 @@ def test_accumulated_steps_equal_one_step_on_the_mean_gradient():
   params = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}
   grads = [jax.tree.map(lambda p, i=i: jnp.sin(p + i), params) for i in range(2)]
   settings = dict(learning_rate=0.1, warmup_steps=0)
-  accumulating = train_lib.make_optimizer(optim(grad_accumulation=2, **settings), 20)
+  accumulating = optim_lib.make_optimizer(optim(grad_accumulation=2, **settings), 20)
   state, p = accumulating.init(params), params
   for i, g in enumerate(grads):
     updates, state = accumulating.update(g, state, p)
     p = optax.apply_updates(p, updates)
     if i == 0:
       jax.tree.map(np.testing.assert_array_equal, p, params)  # No update yet.
-  plain = train_lib.make_optimizer(optim(**settings), 10)
+  plain = optim_lib.make_optimizer(optim(**settings), 10)
   mean = jax.tree.map(lambda a, b: (a + b) / 2, *grads)
   updates, _ = plain.update(mean, plain.init(params), params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), p,
