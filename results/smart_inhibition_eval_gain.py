@@ -1,5 +1,7 @@
 """Is Smart Inhibition's train/eval mismatch what costs it? (docs/results.md, conclusion)
 
+Version 1 only (`scaling="uniform"`, the v1 grid's runs); version 2 has no mismatch.
+
   python results/smart_inhibition_eval_gain.py RUN_WORKDIR OUT.json
 
 Bernoulli Smart Inhibition keeps feature i with probability `keep_i` and scales kept values
@@ -21,13 +23,14 @@ import jax
 import numpy as np
 
 from homeojax import diagnostics, eval_lib, layers, ops, sharding, train_lib
+from homeojax.mechanisms import SmartInhibition
 from homeojax.data.batching import Batcher
 
 
 def expected_gain(state: dict, sparsity: float) -> np.ndarray:
-  """`keep_i / (1 - s)` of every feature, from a mechanism's frozen state."""
+  """`keep_i / (1 - s)` of every feature, from a version-1 mechanism's frozen state."""
   w = ops.boost_factors(state["duty"], state["target"], state["beta"], state["b_max"])
-  return np.asarray(ops.keep_probabilities(w, sparsity) / (1.0 - sparsity))
+  return np.asarray(ops.keep_probabilities(w, sparsity, scaling="uniform") / (1.0 - sparsity))
 
 
 def validation(workdir: Path, eval_scale: str) -> dict:
@@ -37,7 +40,7 @@ def validation(workdir: Path, eval_scale: str) -> dict:
   sources, targets = train_lib.prepare_data(c, workdir, ("validation",)).ids["validation"]
   batcher = Batcher(sources, targets, c.data.tokens_per_batch, c.model.max_len,
                     multiple_of=run.mesh.shape["data"])
-  step = jax.jit(train_lib.make_eval_step(run.model, c.optim.label_smoothing))
+  step = jax.jit(run.experiment.eval_step())
   sums = {"loss": 0.0, "tokens": 0.0}
   for batch in batcher.eval_batches():
     out = step(run.variables["params"], run.variables[layers.HOMEOSTASIS],
@@ -52,11 +55,11 @@ def validation(workdir: Path, eval_scale: str) -> dict:
 
 def main(workdir: Path, out: Path) -> None:
   run = eval_lib.Translator.from_workdir(workdir)
-  sparsity = run.config.regularizer.dropout  # Smart Inhibition's s in the variants.
-  gains = np.concatenate([
-      expected_gain(state, sparsity).ravel()
-      for path, state in diagnostics.mechanism_states(run.variables[layers.HOMEOSTASIS])
-      if "block_output" in path])
+  smart = [(path, m, state) for path, m, state in diagnostics.mechanism_states(
+      run.variables[layers.HOMEOSTASIS], run.experiment.mechanisms)
+             if isinstance(m, SmartInhibition) and path[-2] == "block_output"]
+  (sparsity,) = {m.sparsity for _, m, _ in smart}
+  gains = np.concatenate([expected_gain(state, sparsity).ravel() for _, _, state in smart])
   capped = gains >= 1 / (1 - sparsity) - 1e-6  # keep_i = 1.
   result = {"run": str(workdir), "step": run.step, "sparsity": sparsity,
             "block_output_gain": {"mean": float(gains.mean()), "median": float(np.median(gains)),
