@@ -156,11 +156,31 @@ def compiled_bytes(compiled) -> int | None:
           + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
 
 
+def compiled_flops(compiled) -> float | None:
+  """FLOPs of one call of a compiled function, from XLA's cost analysis."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, list):  # Older JAX: one dict per computation.
+    analysis = analysis[0] if analysis else None
+  return float(analysis["flops"]) if analysis and "flops" in analysis else None
+
+
+def matmul_peak(rounds: int, n: int = 2048) -> float:
+  """FLOP/s of a jitted n x n float32 matmul: this machine's practical peak, measured in the
+  same process as the steps it is compared with."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n))
+  matmul = jax.jit(jnp.matmul)
+  seconds = interleaved({"matmul": lambda: matmul(a, b)}, rounds)["matmul"]
+  return 2 * n ** 3 / seconds
+
+
 def bench_train(rounds: int) -> list[dict]:
-  """Train-step time, tokens/s and planned memory per variant, relative to dropout."""
+  """Train-step time, tokens/s, share of the matmul peak and planned memory per variant,
+  relative to dropout."""
   rows, mesh = [], sharding.make_mesh()
+  peak = matmul_peak(rounds)
   for config_name in _CONFIGS.value:
-    fns, memory, steps = {}, {}, {}
+    fns, memory, flops, steps = {}, {}, {}, {}
     for label, (variant, method) in STEP_VARIANTS.items():
       c = CONFIGS[config_name](variant)
       for name in ("kwta", "rfb_kwta", "smart_inhibition"):
@@ -169,7 +189,8 @@ def bench_train(rounds: int) -> list[dict]:
       state, shardings = exp.init_state()
       batch = sharding.shard_batch(synthetic_batch(c, np.random.default_rng(0)), mesh)
       step = exp.jit_train_step(shardings)
-      memory[label] = compiled_bytes(step.lower(state, batch).compile())
+      compiled = step.lower(state, batch).compile()
+      memory[label], flops[label] = compiled_bytes(compiled), compiled_flops(compiled)
       holder = {"state": state}
 
       def run(step=step, holder=holder, batch=batch):
@@ -185,6 +206,9 @@ def bench_train(rounds: int) -> list[dict]:
                    "target_tokens_per_s": tokens / seconds,
                    "vs_dropout": seconds / times["dropout"],
                    "planned_memory_mb": (memory[label] or 0) / 2**20,
+                   "gflops_per_step": (flops[label] or 0) / 1e9,
+                   "share_of_peak": (flops[label] or 0) / seconds / peak,
+                   "matmul_peak_gflops": peak / 1e9,
                    "compilations": steps[label]._cache_size()})  # pylint: disable=protected-access
   return rows
 
@@ -290,10 +314,16 @@ def markdown(results: dict) -> str:
             f"{r['mechanism']} | {r['ms']:.2f} | {r['vs_dropout']:.2f}x |"
             for r in results["ops"]]
   if "train" in results:
-    out += ["", "### Train step", "", "| config | variant | step ms | target tokens/s | "
-            "vs dropout | planned memory MB | compilations |", "|---|---|---|---|---|---|---|"]
+    out += ["", "### Train step", "",
+            f"Share of peak: the step's FLOPs (XLA cost analysis) per second over a "
+            f"2048² float32 matmul's {results['train'][0]['matmul_peak_gflops']:.0f} GFLOP/s "
+            "in the same process.", "",
+            "| config | variant | step ms | target tokens/s | vs dropout | GFLOP per step | "
+            "share of peak | planned memory MB | compilations |",
+            "|---|---|---|---|---|---|---|---|---|"]
     out += [f"| {r['config']} | {r['variant']} | {r['step_ms']:.0f} | "
             f"{r['target_tokens_per_s']:.0f} | {r['vs_dropout']:.3f}x | "
+            f"{r['gflops_per_step']:.1f} | {100 * r['share_of_peak']:.0f}% | "
             f"{r['planned_memory_mb']:.0f} | {r['compilations']} |" for r in results["train"]]
   if "loop" in results:
     r = results["loop"]

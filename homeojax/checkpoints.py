@@ -3,6 +3,7 @@ the compatibility check between a checkpoint and a config."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 from pathlib import Path
@@ -15,6 +16,9 @@ from absl import logging
 from homeojax import config as config_lib
 from homeojax import process
 from homeojax.mechanisms import parse_chain
+from homeojax.model import TransformerConfig
+
+MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TransformerConfig)}
 
 
 def file_sha256(path: Path) -> str:
@@ -116,7 +120,7 @@ def check_compatible(saved: dict, current: dict) -> None:
 
   regularizer = saved.get("config", {}).get("regularizer", {})
   for key, value in current["model"].items():
-    old = saved["model"].get(key)
+    old = saved["model"].get(key, MODEL_DEFAULTS.get(key))  # A field newer than the run.
     if key.endswith("_sites") and isinstance(old, dict):
       for site, current_text in value.items():
         old_text = old.get(site, "")

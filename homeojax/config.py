@@ -73,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.max_len = 128  # Longest sequence the model handles (positions, statistics).
   c.model.pre_ln = True  # LayerNorm before sublayers (False: after the residual add).
   c.model.share_embeddings = True  # Tie source, target and output embeddings.
+  c.model.dtype = "float32"  # Compute: float32 or bfloat16 (params, stats stay float32).
 
   # Each mechanism's options wherever a site chain names it without them (its own knobs:
   # no mechanism reads another's).

@@ -47,16 +47,23 @@ class TrainState:
 
 
 def token_loss(logits_BxTxV: Array, targets_BxT: Array, smoothing: float) -> tuple[Array, Array]:
-  """Per-token cross-entropy (label-smoothed) and correctness, zero at padding."""
+  """Per-token label-smoothed cross-entropy, shifted so a perfect model scores 0, and
+  correctness; both zero at padding.
+
+  With smoothed labels `q = (1 - e) * onehot + e / V`, the cross-entropy is
+  `logsumexp(z) - (1 - e) * z_target - (e / V) * sum(z)`: no [B, T, V] one-hot is built.
+  """
   vocab = logits_BxTxV.shape[-1]
-  labels = optax.smooth_labels(jax.nn.one_hot(targets_BxT, vocab), smoothing)
-  loss = optax.softmax_cross_entropy(logits_BxTxV, labels)
+  logits = logits_BxTxV.astype(jnp.float32)
+  target_logit = jnp.take_along_axis(logits, targets_BxT[..., None], axis=-1)[..., 0]
+  loss = (jax.nn.logsumexp(logits, axis=-1) - (1.0 - smoothing) * target_logit
+          - smoothing / vocab * jnp.sum(logits, axis=-1))
   # Subtract the minimum (the entropy of the smoothed labels) so a perfect model scores 0.
   confidence = 1.0 - smoothing + smoothing / vocab
   low = smoothing / vocab
   floor = -(confidence * np.log(confidence) + (vocab - 1) * low * np.log(low + 1e-20))
   valid = targets_BxT != PAD_ID
-  correct = jnp.argmax(logits_BxTxV, -1) == targets_BxT
+  correct = jnp.argmax(logits, -1) == targets_BxT
   return jnp.where(valid, loss - floor, 0.0), jnp.where(valid, correct, False)
 
 

@@ -24,6 +24,7 @@ from homeojax.mechanisms import Chain, chain_text, parse_chain
 
 Array = jax.Array
 SITE_NAMES = ("embedding", "attn_weights", "attn_output", "ffn_hidden", "block_output")
+DTYPES = ("float32", "bfloat16")  # Compute dtypes.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,7 @@ class TransformerConfig:
   share_embeddings: bool = True  # One embedding for source, target and output logits.
   encoder_sites: Sites = Sites()
   decoder_sites: Sites = Sites()
+  dtype: str = "float32"  # Compute dtype (float32 or bfloat16); params stay float32.
 
   def __post_init__(self):
     for name in ("vocab_size", "d_model", "d_ff", "heads", "encoder_layers",
@@ -78,6 +80,12 @@ class TransformerConfig:
       raise ValueError(f"vocab_size={self.vocab_size} is too small (at least 8)")
     if self.d_model % self.heads:
       raise ValueError(f"d_model={self.d_model} is not divisible by heads={self.heads}")
+    if self.dtype not in DTYPES:
+      raise ValueError(f"dtype={self.dtype!r} is not one of {DTYPES}")
+
+  @property
+  def compute_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.dtype)
 
   def to_dict(self) -> dict:
     """The fields as JSON-ready values (chains in the compact syntax), for checkpoints."""
@@ -109,7 +117,8 @@ class Attention(nn.Module):
                query_valid_BxQ: Array, *, train: bool, decode: bool = False) -> Array:
     cfg = self.cfg
     head_dim = cfg.d_model // cfg.heads
-    dense = lambda name: nn.DenseGeneral((cfg.heads, head_dim), name=name)
+    dense = lambda name: nn.DenseGeneral((cfg.heads, head_dim), dtype=cfg.compute_dtype,
+                                         name=name)
     q_BxQxHxd = dense("query")(x_BxQxD)
     k_BxKxHxd = dense("key")(kv_BxKxD)
     v_BxKxHxd = dense("value")(kv_BxKxD)
@@ -129,7 +138,7 @@ class Attention(nn.Module):
     valid_BxQx1xK = None if valid_BxQxK is None else valid_BxQxK[:, :, None, :]
     if valid_BxQx1xK is not None:
       logits = jnp.where(valid_BxQx1xK, logits, jnp.finfo(logits.dtype).min)
-    weights_BxQxHxK = jax.nn.softmax(logits, axis=-1)
+    weights_BxQxHxK = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(logits.dtype)
     site_valid = query_valid_BxQ[:, :, None, None]
     if valid_BxQx1xK is not None:
       site_valid = site_valid & valid_BxQx1xK
@@ -140,7 +149,7 @@ class Attention(nn.Module):
     out_BxQxD = out_BxQxHxd.reshape(out_BxQxHxd.shape[:2] + (cfg.d_model,))
     out_BxQxD = Site(self.sites.attn_output, name="attn_output")(
         out_BxQxD, query_valid_BxQ[..., None], train=train)
-    return nn.Dense(cfg.d_model, name="out")(out_BxQxD)
+    return nn.Dense(cfg.d_model, dtype=cfg.compute_dtype, name="out")(out_BxQxD)
 
 
 class FeedForward(nn.Module):
@@ -150,10 +159,11 @@ class FeedForward(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxD: Array, valid_BxL: Array, *, train: bool) -> Array:
-    h_BxLxF = nn.relu(nn.Dense(self.cfg.d_ff, name="hidden")(x_BxLxD))
+    dtype = self.cfg.compute_dtype
+    h_BxLxF = nn.relu(nn.Dense(self.cfg.d_ff, dtype=dtype, name="hidden")(x_BxLxD))
     h_BxLxF = Site(self.sites.ffn_hidden, name="ffn_hidden")(h_BxLxF, valid_BxL[..., None],
                                                              train=train)
-    return nn.Dense(self.cfg.d_model, name="output")(h_BxLxF)
+    return nn.Dense(self.cfg.d_model, dtype=dtype, name="output")(h_BxLxF)
 
 
 class Residual(nn.Module):
@@ -163,11 +173,12 @@ class Residual(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxD: Array, sublayer, valid_BxL: Array, *, train: bool) -> Array:
-    y = sublayer(nn.LayerNorm(name="norm")(x_BxLxD) if self.cfg.pre_ln else x_BxLxD)
+    norm = nn.LayerNorm(dtype=self.cfg.compute_dtype, name="norm")
+    y = sublayer(norm(x_BxLxD) if self.cfg.pre_ln else x_BxLxD)
     y = Site(self.sites.block_output, name="block_output")(y, valid_BxL[..., None],
                                                            train=train)
     x_BxLxD = x_BxLxD + y
-    return x_BxLxD if self.cfg.pre_ln else nn.LayerNorm(name="norm")(x_BxLxD)
+    return x_BxLxD if self.cfg.pre_ln else norm(x_BxLxD)
 
 
 class Embedder(nn.Module):
@@ -189,7 +200,7 @@ class Embedder(nn.Module):
         positions_L = positions_L + position.value
         position.value = position.value + tokens_BxL.shape[1]
     x = self.embed(tokens_BxL) * np.sqrt(self.cfg.d_model)
-    x = x + sinusoidal_positions(positions_L, self.cfg.d_model)
+    x = x + sinusoidal_positions(positions_L, self.cfg.d_model).astype(x.dtype)
     return Site(self.sites.embedding, name="embedding")(x, (tokens_BxL != PAD_ID)[..., None],
                                                         train=train)
 
@@ -241,17 +252,20 @@ class Transformer(nn.Module):
   def setup(self):
     cfg = self.cfg
     init = nn.initializers.normal(stddev=cfg.d_model ** -0.5)
-    self.source_embed = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=init)
+    dtype = cfg.compute_dtype
+    self.source_embed = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=init, dtype=dtype)
     self.target_embed = (self.source_embed if cfg.share_embeddings else
-                         nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=init))
+                         nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=init,
+                                  dtype=dtype))
     self.encoder_embedder = Embedder(cfg, cfg.encoder_sites, self.source_embed)
     self.decoder_embedder = Embedder(cfg, cfg.decoder_sites, self.target_embed)
     self.encoder_layers = [EncoderLayer(cfg) for _ in range(cfg.encoder_layers)]
     self.decoder_layers = [DecoderLayer(cfg) for _ in range(cfg.decoder_layers)]
     if cfg.pre_ln:
-      self.encoder_norm, self.decoder_norm = nn.LayerNorm(), nn.LayerNorm()
+      self.encoder_norm = nn.LayerNorm(dtype=dtype)
+      self.decoder_norm = nn.LayerNorm(dtype=dtype)
     if not cfg.share_embeddings:
-      self.output = nn.Dense(cfg.vocab_size)
+      self.output = nn.Dense(cfg.vocab_size, dtype=dtype)
 
   def encode(self, src_BxS: Array, *, train: bool = False) -> Array:
     """Encoder states `[B, S, D]` of source ids (0 = padding)."""

@@ -317,3 +317,30 @@ def test_a_saved_config_gets_the_fields_it_predates_at_their_defaults():
   c = config_lib.with_defaults(saved)
   assert (c.decode.penalty, c.data.convention) == ("gnmt", "raw")
   assert c.decode.beam_size == 3 and c.sites.encoder.ffn_hidden == "kwta"
+
+
+def test_bfloat16_compute_keeps_float32_state_and_matches_float32_closely():
+  batch = {k: jnp.asarray(np.random.default_rng(i).integers(1, 50, (4, 10)), jnp.int32)
+           for i, k in enumerate(("src", "tgt_in", "tgt_out"))}
+
+  def build(variant, dtype):
+    c = config_lib.apply_variant(config_lib.base_config(), variant)
+    c.model.update(d_model=32, d_ff=64, heads=2, encoder_layers=1, decoder_layers=1,
+                   max_len=16, dtype=dtype)
+    c.data.vocab_size = 50
+    exp = experiment.build(c)
+    return exp, exp.init_state()[0]
+
+  def logits(dtype):  # A continuous model: no winners to flip on rounding.
+    exp, state = build("classic", dtype)
+    return np.asarray(exp.model.apply({"params": state.params}, batch["src"], batch["tgt_in"]))
+
+  error = np.abs(logits("bfloat16") - logits("float32"))
+  assert error.mean() < 0.02 * np.abs(logits("float32")).mean() and error.max() < 0.1
+  exp, state = build("rfb_kwta_smart_inhibition", "bfloat16")
+  state, stats = jax.jit(exp.train_step())(state, batch)
+  assert stats["loss"].dtype == jnp.float32 and np.isfinite(float(stats["loss"]))
+  for leaf in jax.tree.leaves((state.params, state.opt_state, state.homeostasis)):
+    assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype  # Kept in float32.
+  with pytest.raises(ValueError, match="dtype='float16' is not one of"):
+    small(dtype="float16")

@@ -1,4 +1,4 @@
-"""The optimizer: learning-rate schedules, gradient accumulation, and their settings."""
+"""The optimizer: learning-rate schedules, gradient accumulation, their settings; the loss."""
 
 import re
 
@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from homeojax import config as config_lib
+from homeojax import experiment
 from homeojax import optim as optim_lib
 
 
@@ -61,3 +62,19 @@ def test_bad_settings_are_rejected(field, value, message):
   c.optim[field] = value
   with pytest.raises(ValueError, match=message):
     config_lib.validate(c)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_token_loss_equals_optax_smoothed_cross_entropy_and_its_gradient(smoothing):
+  logits = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 11)) * 3
+  targets = jnp.array([[1, 2, 3, 0, 0], [4, 5, 6, 7, 8], [9, 10, 0, 0, 0]])
+
+  def reference(logits):
+    labels = optax.smooth_labels(jax.nn.one_hot(targets, 11), smoothing)
+    floor = 0.0 if smoothing == 0 else float(-jnp.sum(labels[0, 0] * jnp.log(labels[0, 0])))
+    return jnp.where(targets != 0, optax.softmax_cross_entropy(logits, labels) - floor, 0.0)
+
+  ours = lambda logits: experiment.token_loss(logits, targets, smoothing)[0]
+  np.testing.assert_allclose(ours(logits), reference(logits), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(jax.grad(lambda z: ours(z).sum())(logits),
+                             jax.grad(lambda z: reference(z).sum())(logits), atol=1e-6)

@@ -122,7 +122,8 @@ def test_resume_compares_site_chains_by_meaning_and_names_the_site():
                         "eval_scale=expected_gain)"))
   # A checkpoint of homeojax 0.1 (no spec version) trained Smart Inhibition version 1.
   v1 = meta("smart_inhibition(sparsity=0.3)", spec=None)
-  check_compatible(v1, meta("smart_inhibition(sparsity=0.3, scaling='uniform')"))
+  check_compatible(v1, meta("smart_inhibition(sparsity=0.3, scaling='uniform', "
+                            "method='exact')"))
   with pytest.raises(ValueError, match="differs from the config's 'smart_inhibition"):
     check_compatible(v1, meta("smart_inhibition(sparsity=0.3)"))
   with pytest.raises(ValueError, match=r"model\.encoder_sites\.block_output="
