@@ -74,8 +74,7 @@ class ClipWatch:
   at the clip for a whole `period`, judged from the summaries logged every few steps."""
 
   def __init__(self, mechanisms: Mapping[Path, Any]):
-    self.periods = {"/".join(path): m.period for path, m in mechanisms.items()
-                    if hasattr(m, "period")}
+    self.mechanisms = {"/".join(path): m for path, m in mechanisms.items()}
     self.since: dict[str, int] = {}
     self.warned: set[str] = set()
 
@@ -87,12 +86,13 @@ class ClipWatch:
         self.since.pop(path, None)
         continue
       since = self.since.setdefault(path, step)
-      if step - since >= self.periods[path] and path not in self.warned:
+      period = self.mechanisms[path].period  # Only boosting mechanisms report clip_share.
+      if step - since >= period and path not in self.warned:
         self.warned.add(path)
         warnings.append(
             f"{path}: {float(stats['clip_share']):.0%} of the boosts have sat at the clip "
             f"since step {since} (more than {CLIP_SHARE_WARNING:.0%} for a whole period of "
-            f"{self.periods[path]} steps): the boost no longer balances this site's "
+            f"{period} steps): the boost no longer balances this site's "
             "features (shared/docs/homeostasis.md: winners by magnitude, a higher "
             "sparsity, or a non-negative site keep it homeostatic)")
     return warnings
