@@ -5,7 +5,7 @@
 
 Re-running the same command resumes from the latest checkpoint in --workdir; Ctrl-C or
 SIGTERM saves a checkpoint and stops. Any config field can be overridden:
---config.regularizer.sparsity=0.5, --config.num_train_steps=100.
+--config.mechanisms.rfb_kwta.sparsity=0.5, --config.num_train_steps=100.
 """
 
 from homeojax import cli
