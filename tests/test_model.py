@@ -11,6 +11,7 @@ import pytest
 import homeojax as hj
 from homeojax import config as config_lib
 from homeojax import decode, experiment
+from homeojax.configs import tiny
 from homeojax.layers import HOMEOSTASIS
 from homeojax.mechanisms import parse_chain
 from homeojax.model import SITE_NAMES, Sites, Transformer, TransformerConfig
@@ -344,3 +345,38 @@ def test_bfloat16_compute_keeps_float32_state_and_matches_float32_closely():
     assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype  # Kept in float32.
   with pytest.raises(ValueError, match="dtype='float16' is not one of"):
     small(dtype="float16")
+
+
+def test_run_grid_settings_under_v2_equal_the_v1_grid_runs():
+  """results/run_grid.sh's grid settings in 0.2's terms give the v1 grid's mechanisms: the
+  0.1 chains (placeholders filled from `regularizer`) read by `config.with_defaults`."""
+  v1_chains = {  # homeojax 0.1's variants.
+      "dropout": "dropout(rate={dropout})",
+      "smart_inhibition": "smart_inhibition(sparsity={dropout}, beta={beta}, period={period})",
+      "rfb_kwta": "rfb_kwta(sparsity={sparsity}, beta={beta}, method={method}, period={period})",
+      "kwta": "kwta(sparsity={sparsity}, method={method})"}
+  v1_sites = {
+      "kwta": {"block_output": v1_chains["kwta"]},
+      "rfb_kwta_dropout": {"attn_weights": v1_chains["dropout"],
+                           "block_output": f"{v1_chains['rfb_kwta']}, {v1_chains['dropout']}"},
+      "rfb_kwta_smart_inhibition": {
+          "attn_weights": v1_chains["smart_inhibition"],
+          "block_output": f"{v1_chains['rfb_kwta']}, {v1_chains['smart_inhibition']}"}}
+  regularizer = {"dropout": 0.3, "sparsity": 0.1, "beta": 4.0, "beta_decay": 1.0,
+                 "method": "exact", "period": 1000}  # tiny, with the sweeps' choices.
+  grid_sets = {"kwta.sparsity": 0.1, "rfb_kwta.sparsity": 0.1, "rfb_kwta.beta": 4.0,
+               "smart_inhibition.scaling": "uniform", "smart_inhibition.method": "exact",
+               "smart_inhibition.sparsity": 0.3, "smart_inhibition.beta": 4.0}
+  for variant, sites in v1_sites.items():
+    c = tiny.get_config(variant)
+    for key, value in grid_sets.items():
+      group, field = key.split(".")
+      c.mechanisms[group][field] = value
+    now = config_lib.validate(c)
+    saved = {"regularizer": regularizer, "data": {"vocab_size": c.data.vocab_size},
+             "model": c.model.to_dict(),
+             "sites": {stack: {name: sites.get(name, "") for name in SITE_NAMES}
+                       for stack in ("encoder", "decoder")}}
+    then = config_lib.model_config(config_lib.with_defaults(saved))
+    assert then.encoder_sites == now.encoder_sites, variant
+    assert then.decoder_sites == now.decoder_sites, variant
