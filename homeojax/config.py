@@ -61,6 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.vocab_size = 8000  # Joint SentencePiece vocabulary size.
   c.data.max_len = 64  # Training pairs longer than this (in tokens, with EOS) are dropped.
   c.data.tokens_per_batch = 4096  # Padded tokens per training batch (per side).
+  c.data.bucket_step = 8  # Batch lengths: multiples of this up to 64 (4 pads less, compiles more).
   c.data.eval_split = "validation"  # Split for periodic validation loss and BLEU.
   c.data.eval_sentences = 0  # Validation BLEU on the first N sentences; 0 is all.
 
@@ -244,6 +245,7 @@ def validate(c: ml_collections.ConfigDict) -> TransformerConfig:
     _check_int(name, c[name])
   for name in ("max_len", "tokens_per_batch"):
     _check_int(f"data.{name}", c.data[name], 2)
+  _check_int("data.bucket_step", c.data.bucket_step)
   _check_int("data.eval_sentences", c.data.eval_sentences, 0)
   _check_int("optim.warmup_steps", c.optim.warmup_steps, 0)
   _check_int("optim.grad_accumulation", c.optim.grad_accumulation)

@@ -120,7 +120,7 @@ def _train(c: ml_collections.ConfigDict, workdir: Path, stop: process.StopSignal
 
   train_ids = data.ids["train"]
   batcher = Batcher(*train_ids, c.data.tokens_per_batch, c.data.max_len,
-                    multiple_of=mesh.shape["data"], seed=c.seed)
+                    multiple_of=mesh.shape["data"], seed=c.seed, bucket_step=c.data.bucket_step)
   if start == 0:
     print(f"{len(train_ids[0])} training pairs ({batcher.dropped} longer than "
           f"{c.data.max_len} tokens dropped), {len(batcher)} batches per epoch")

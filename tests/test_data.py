@@ -107,6 +107,19 @@ def test_batches_are_fixed_shape_complete_and_deterministic():
     np.testing.assert_array_equal(first[key], expected[key])
 
 
+def test_bucket_step_trades_padding_for_shapes():
+  rng = np.random.default_rng(1)
+  pairs = [rng.integers(4, 50, rng.integers(1, 60)) for _ in range(400)]
+  padding, shapes = {}, {}
+  for step in (4, 8, 16):
+    b = batching.Batcher(pairs, pairs, tokens_per_batch=512, max_len=64, bucket_step=step)
+    assert all(length % step == 0 for length in b.buckets)
+    padded = sum(length * np.sum(b.make_batch(length, members)["index"] >= 0)  # Real rows.
+                 for length, members in b.plan(epoch=0))
+    padding[step], shapes[step] = padded, len(b.buckets)
+  assert padding[4] < padding[8] < padding[16] and shapes[4] > shapes[8] > shapes[16]
+
+
 def test_online_mode_downloads_the_official_files(fake_multi30k, tmp_path, monkeypatch):
   """Without a local copy, files come from the upstream URLs (served here from disk)."""
   requested = []

@@ -29,7 +29,8 @@ class Batcher:
   """Groups `(source, target)` id sequences by length into fixed-shape batches.
 
   Each bucket's batch size is `tokens_per_batch // length`, rounded down to a multiple of
-  `multiple_of` (the number of data shards). Pairs longer than `max_len` are dropped
+  `multiple_of` (the number of data shards). A smaller `bucket_step` pads less but
+  compiles more batch shapes. Pairs longer than `max_len` are dropped
   (`dropped` counts them); pass `max_len` at least as long as the data for evaluation.
   """
   sources: Sequence[np.ndarray]
@@ -38,6 +39,7 @@ class Batcher:
   max_len: int
   multiple_of: int = 1
   seed: int = 0
+  bucket_step: int = 8  # Bucket lengths are multiples of this up to 64 (`bucket_lengths`).
 
   def __post_init__(self):
     if self.targets is not None and len(self.targets) != len(self.sources):
@@ -45,7 +47,7 @@ class Batcher:
     if self.tokens_per_batch < self.max_len * self.multiple_of:
       raise ValueError(f"tokens_per_batch={self.tokens_per_batch} is below max_len x shards "
                        f"= {self.max_len * self.multiple_of}")
-    self.lengths = bucket_lengths(self.max_len)
+    self.lengths = bucket_lengths(self.max_len, self.bucket_step)
     needed = np.asarray([len(s) + 1 for s in self.sources])
     if self.targets is not None:
       needed = np.maximum(needed, [len(t) + 1 for t in self.targets])
