@@ -14,6 +14,7 @@ call's `rngs=` (an `nnx.Rngs`, a stream or a key).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -67,7 +68,7 @@ class Mechanism(nnx.Module):
     (unless `update_stats=False`)."""
     train = not (self.deterministic if deterministic is None else deterministic)
     mechanism = self.mechanism
-    state = {name: getattr(self, name)[...] for name in self.state_names}
+    state = self.state()
     if "duty" in state and state["duty"].shape[-1] < x.shape[-1]:
       raise ValueError(f"num_features={state['duty'].shape} has fewer than the input's "
                        f"{x.shape[-1]} features")
@@ -79,9 +80,16 @@ class Mechanism(nnx.Module):
                          "rngs=nnx.Rngs(...) when building it, or rngs= when calling it")
     y, record = mechanism.forward(x, valid, state, key, train)
     if train and update_stats and record is not None:
-      for name, value in mechanism.updated_state(state, record, valid).items():
-        getattr(self, name)[...] = value
+      self.set_state(mechanism.updated_state(state, record, valid))
     return y
+
+  def state(self) -> dict[str, Array]:
+    """The statistics' current values, by name."""
+    return {name: getattr(self, name)[...] for name in self.state_names}
+
+  def set_state(self, state: dict[str, Array]) -> None:
+    for name, value in state.items():
+      getattr(self, name)[...] = value
 
 
 class KWTA(Mechanism):
@@ -139,3 +147,22 @@ class Site(nnx.Module):
       x = mechanism(x, valid, deterministic=deterministic, update_stats=update_stats,
                     rngs=key)
     return x
+
+
+def _stateful(module: nnx.Module) -> Iterator[tuple[str, Mechanism]]:
+  for path, node in nnx.iter_graph(module):
+    if isinstance(node, Mechanism) and node.state_names:
+      yield "/".join(map(str, path)), node
+
+
+def summarize(module: nnx.Module) -> dict[str, dict[str, Array]]:
+  """Each stateful mechanism's diagnostics (`homeojax.mechanisms.Mechanism.diagnostics`),
+  keyed by its path in `module`: the NNX counterpart of `homeojax.summarize`."""
+  return {path: node.mechanism.diagnostics(node.state()) for path, node in _stateful(module)}
+
+
+def end_epoch(module: nnx.Module) -> None:
+  """Applies every mechanism's end-of-epoch change (`beta_decay`) in place."""
+  for _, node in _stateful(module):
+    node.set_state(node.mechanism.decayed(node.state()))
+

@@ -176,3 +176,22 @@ def test_linen_site_through_the_nnx_bridge_refuses_to_train_silently():
     bridged(x, train=True)
   np.testing.assert_array_equal(bridged(x, train=True, update_stats=False),
                                 bridged(x, train=False))
+
+
+def test_nnx_summarize_and_end_epoch_match_linen():
+  chain = "rfb_kwta(sparsity=0.5, beta=2.0, beta_decay=0.5), smart_inhibition(sparsity=0.3)"
+  site = hjnnx.Site(chain, N, rngs=nnx.Rngs(dropout=1))
+  x = jax.random.normal(KEY, (4, N))
+  for _ in range(3):
+    site(x)
+  summary = hjnnx.summarize(site)
+  assert sorted(summary) == ["mechanisms/0", "mechanisms/1"]
+  linen_site = hj.Site(site.chain)
+  stats = {f"{m.mechanism.name}_{i}": m.state() for i, m in enumerate(site.mechanisms)}
+  expected = hj.summarize(stats, hj.find_mechanisms(linen_site, x))
+  chex.assert_trees_all_close(list(summary.values()), list(expected.values()))
+  assert 0 <= float(summary["mechanisms/0"]["clip_share"]) <= 1
+  assert "keep_rate" in summary["mechanisms/1"]
+  hjnnx.end_epoch(site)
+  assert float(site.mechanisms[0].beta[...]) == 1.0  # 2.0 halved; no decay for the other.
+  assert float(site.mechanisms[1].beta[...]) == 1.0
