@@ -93,12 +93,13 @@ def test_smart_inhibition_keeps_valid_finite_entries(data, duty_value, beta, sam
 
 
 @PROPERTY
-@given(features(), st.floats(0.0, 1e3), st.sampled_from(["exact", "statistical"]))
-def test_modules_keep_state_in_range_under_extreme_inputs(data, beta, method):
+@given(features(), st.floats(0.0, 1e3), st.sampled_from(["exact", "statistical"]),
+       st.sampled_from(list(ops.SAMPLING)))
+def test_modules_keep_state_in_range_under_extreme_inputs(data, beta, method, sampling):
   x, sparsity = data
   for mechanism in (RFBKWTA(sparsity=sparsity, beta=beta, method=method, period=2),
-                    SmartInhibition(sparsity=sparsity, beta=beta, period=2),
-                    SmartInhibition(sparsity=sparsity, beta=beta, period=2, sampling="exact_k")):
+                    SmartInhibition(sparsity=sparsity, beta=beta, period=2, method=method,
+                                    sampling=sampling)):
     module = Site(mechanism)
     variables = module.init({"params": jax.random.PRNGKey(0)}, x)
     for step in range(3):
