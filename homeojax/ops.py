@@ -269,7 +269,7 @@ def keep_probabilities(w: Array, sparsity: float, valid: Array | None = None, *,
     w_sum = jnp.sum(w if valid is None else jnp.where(valid, w, 0.0), axis=-1, keepdims=True)
     return jnp.minimum(1.0, (1.0 - sparsity) * n * w / jnp.maximum(w_sum, 1e-30))
   if sampling == "exact_k":
-    total = jnp.maximum(1, jnp.floor((1.0 - sparsity) * n + 0.5))
+    total = num_winners(n, sparsity) if valid is None else winners_per_vector(valid, sparsity)
     return water_fill(w, total, valid, certain=EXACT_K_CERTAIN)
   return water_fill(w, (1.0 - sparsity) * n, valid)
 
