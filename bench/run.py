@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))  # The configs/ package of this checkout.
 
 from configs import base as base_config, tiny as tiny_config  # noqa: E402
 from homeojax import config as config_lib, decode, eval_lib, experiment, sharding  # noqa: E402
-from homeojax import train_lib  # noqa: E402
+from homeojax import process, train_lib  # noqa: E402
 from homeojax.data import batching, multi30k, tokenizer  # noqa: E402
 from homeojax.layers import HOMEOSTASIS, Site  # noqa: E402
 
@@ -351,6 +351,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv):
+  process.keep_freed_memory()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   unknown = set(_SECTIONS.value) - {"ops", "train", "loop", "decode"}

@@ -15,7 +15,7 @@ from typing import Callable
 
 from absl import app, flags, logging
 
-from homeojax import paths, sharding
+from homeojax import paths, process, sharding
 from homeojax.process import Interrupted
 
 
@@ -91,6 +91,7 @@ def run(main: Callable[[list[str]], None]) -> None:
 
   Set HOMEOJAX_TRACEBACK=1 to get the full traceback instead.
   """
+  process.keep_freed_memory()
   # The commands define their flags in functions of this package's modules; `--helpshort`
   # lists the key flags of the program run (sys.argv[0]): make them that.
   for module, defined in flags.FLAGS.flags_by_module_dict().items():

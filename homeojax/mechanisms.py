@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from homeojax import ops
+from homeojax import ops, prng
 from homeojax.diagnostics import entropy_ratio
 
 Array = jax.Array
@@ -104,7 +104,7 @@ class Dropout(Mechanism):
   def forward(self, x, valid, state, key, train):
     if not train or self.rate == 0.0:
       return x, None
-    keep = jax.random.bernoulli(key, 1.0 - self.rate, x.shape)
+    keep = prng.bernoulli(key, 1.0 - self.rate, x.shape)
     return jax.lax.select(keep, x / (1.0 - self.rate), jnp.zeros_like(x)), None
 
 

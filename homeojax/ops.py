@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from homeojax import prng
+
 Array = jax.Array
 Method = Literal["exact", "top_k", "statistical"]
 By = Literal["value", "magnitude"]
@@ -229,7 +231,7 @@ def smart_inhibition(x: Array, duty: Array, key: Array, sparsity: float, *, beta
   valid_x = _valid_mask(valid, x.shape)
   p = keep_probabilities(w, sparsity, valid, sampling=sampling, scaling=scaling)
   if sampling == "bernoulli":
-    mask = jax.random.uniform(key, x.shape) < p
+    mask = prng.uniform(key, x.shape) < p
   else:
     mask = systematic_sample(key, p, x.shape)
   if valid_x is not None:

@@ -44,6 +44,12 @@ def write_corpus(root: Path, sizes: dict[str, int]) -> Path:
   return root
 
 
+def pytest_configure(config):  # pylint: disable=unused-argument
+  """Freed memory kept for reuse, as the commands do, before JAX starts its threads."""
+  from homeojax import process  # pylint: disable=import-outside-toplevel
+  process.keep_freed_memory()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_compilation_cache(tmp_path_factory):
   """One persistent XLA cache for every subprocess: each program compiles once per session."""

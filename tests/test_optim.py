@@ -78,3 +78,13 @@ def test_token_loss_equals_optax_smoothed_cross_entropy_and_its_gradient(smoothi
   np.testing.assert_allclose(ours(logits), reference(logits), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(jax.grad(lambda z: ours(z).sum())(logits),
                              jax.grad(lambda z: reference(z).sum())(logits), atol=1e-6)
+
+
+def test_token_correctness_is_argmax_and_zero_at_padding():
+  logits = jax.random.normal(jax.random.PRNGKey(1), (4, 6, 13))
+  guesses = jax.random.randint(jax.random.PRNGKey(2), (4, 6), 0, 13)
+  targets = jnp.where(jnp.arange(6) % 2 == 0, jnp.argmax(logits, -1), guesses)  # Half hits.
+  _, correct = experiment.token_loss(logits, targets, 0.1)
+  expected = (jnp.argmax(logits, -1) == targets) & (targets != 0)
+  np.testing.assert_array_equal(correct, expected)
+  assert 0 < int(correct.sum()) < correct.size

@@ -131,3 +131,29 @@ def test_resume_compares_site_chains_by_meaning_and_names_the_site():
     check_compatible(saved, meta("kwta(sparsity=0.2), dropout"))
   with pytest.raises(ValueError, match="model.d_ff=64 differs from the config's 96"):
     check_compatible(saved, meta("kwta(sparsity=0.1), dropout", d_ff=96))
+
+
+FAULTS_PER_CALL = """
+import resource, statistics, sys
+from homeojax import process
+if sys.argv[1] == "keep":
+  assert process.keep_freed_memory()
+import jax, jax.numpy as jnp
+f = jax.jit(lambda x: jnp.sum(jnp.cumsum(x, 0) * jnp.cumsum(x, 1)))  # 2 x 64 MB temporaries.
+x = jnp.ones((4096, 4096))
+faults = []
+for _ in range(16):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  f(x).block_until_ready()
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(statistics.median(faults[8:]))  # Once the heap has settled.
+"""
+
+
+def test_kept_freed_memory_stops_page_faults_on_every_call():
+  faults = {mode: float(subprocess.run([sys.executable, "-c", FAULTS_PER_CALL, mode],
+                                       env=ENV, check=True, capture_output=True,
+                                       text=True).stdout)
+            for mode in ("keep", "default")}
+  assert faults["default"] > 30_000  # 128 MB of temporaries mapped afresh at every call...
+  assert faults["keep"] < 500  # ... and reused once kept.
