@@ -70,12 +70,9 @@ def _gather_beams(x_BxKx: Array, indices_BxJ: Array) -> Array:
 def _gather_cache(cache: Any, parent_BxK: Array) -> Any:
   """Reorders the `[B * K, ...]` leaves of a cache by parent beam; scalars are shared."""
   batch, beam = parent_BxK.shape
-  def gather(x):
-    if x.ndim == 0:
-      return x
-    beams = x.reshape((batch, beam) + x.shape[1:])
-    return _gather_beams(beams, parent_BxK).reshape(x.shape)
-  return jax.tree.map(gather, cache)
+  rows = (jnp.arange(batch)[:, None] * beam + parent_BxK).reshape(-1)  # Whole-row copies.
+  return jax.tree.map(lambda x: x if x.ndim == 0 else x.at[rows].get(mode="promise_in_bounds"),
+                      cache)
 
 
 def beam_search(step_fn: StepFn, cache: Any, batch: int, beam: int, max_len: int,
@@ -168,9 +165,7 @@ def translate(model: nn.Module, variables: dict, src_BxS: Array, *, beam: int = 
     raise ValueError(f"penalty={penalty!r} is not one of {PENALTIES}")
   batch = src_BxS.shape[0]
   max_len = max_decode_length(src_BxS.shape[1], model.cfg.max_len)
-  encoded = model.apply(variables, src_BxS, method=model.encode)
-  if beam > 1:
-    encoded, src_BxS = (jnp.repeat(x, beam, axis=0) for x in (encoded, src_BxS))
+  encoded = model.apply(variables, src_BxS, method=model.encode)  # Shared by its beams.
   rows = batch * beam
 
   if use_cache:

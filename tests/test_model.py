@@ -241,6 +241,52 @@ def test_scores_are_length_normalised_log_probabilities(model_and_vars, beam):
   np.testing.assert_allclose(scores.reshape(-1), logp / ((5 + lengths) / 6) ** 0.6, rtol=2e-4)
 
 
+def plain_beam_search(model, variables, src, beam, alpha):
+  """Beam search as `decode.beam_search` defines it, in NumPy over teacher-forced model
+  calls (no cache, every source repeated per beam): the reference that pins the fast path."""
+  batch, max_len = src.shape[0], decode.max_decode_length(src.shape[1], model.cfg.max_len)
+  forward = jax.jit(lambda tgt: model.apply(variables, jnp.repeat(src, beam, axis=0), tgt))
+  penalty = lambda length: ((5 + length) / 6) ** alpha
+  seqs = np.zeros((batch, beam, max_len + 1), np.int32)
+  seqs[..., 0] = 2
+  live = np.tile(np.array([0.0] + [decode.NEG_INF] * (beam - 1), np.float32), (batch, 1))
+  fin_seqs, fin_scores = seqs.copy(), np.full((batch, beam), decode.NEG_INF, np.float32)
+  fin_flags = np.zeros((batch, beam), bool)
+  for i in range(max_len):
+    logits = np.array(forward(jnp.asarray(seqs[..., :max_len].reshape(batch * beam, -1))))
+    logits[..., [0, 2]] = decode.NEG_INF
+    logp = np.asarray(jax.nn.log_softmax(logits[:, i])).reshape(batch, beam, -1)
+    cand = (live[..., None] + logp).reshape(batch, -1)
+    top = np.argsort(-cand, axis=1, kind="stable")[:, :2 * beam]
+    parent, token = top // logp.shape[-1], top % logp.shape[-1]
+    top_logp = np.take_along_axis(cand, top, 1)
+    new = np.take_along_axis(seqs, parent[..., None], 1)
+    new[..., i + 1] = token
+    eos = token == 3
+    pick = np.argsort(-np.where(eos, decode.NEG_INF, top_logp), 1, kind="stable")[:, :beam]
+    live, seqs = np.take_along_axis(np.where(eos, decode.NEG_INF, top_logp), pick, 1), \
+        np.take_along_axis(new, pick[..., None], 1)
+    scores = np.concatenate([fin_scores, np.where(eos, top_logp / penalty(i + 1),
+                                                  decode.NEG_INF)], 1)
+    pick = np.argsort(-scores, 1, kind="stable")[:, :beam]
+    fin_scores = np.take_along_axis(scores, pick, 1)
+    fin_seqs = np.take_along_axis(np.concatenate([fin_seqs, new], 1), pick[..., None], 1)
+    fin_flags = np.take_along_axis(np.concatenate([fin_flags, eos], 1), pick, 1)
+    worst = np.where(fin_flags, fin_scores, -decode.NEG_INF).min(1)
+    if np.all(fin_flags.all(1) & (worst >= live[:, 0] / penalty(max_len))):
+      break
+  return np.where(fin_flags.any(1)[:, None, None], fin_seqs, seqs)[..., 1:]
+
+
+def test_beam_search_equals_a_plain_reference(model_and_vars):
+  """Pins the searched hypotheses against caching, beams sharing their source, the cache
+  reordering and the key/value layouts."""
+  model, variables, _, _ = model_and_vars
+  src = jax.random.randint(jax.random.PRNGKey(4), (4, 7), 4, 40).at[:, 5:].set(0)
+  ids, _ = decode.translate(model, variables, src, beam=5, alpha=0.6, n_best=5)
+  np.testing.assert_array_equal(ids, plain_beam_search(model, variables, src, 5, 0.6))
+
+
 @pytest.mark.parametrize("alpha, penalty", [(0.0, "gnmt"), (0.6, "gnmt"), (1.0, "fairseq")])
 def test_beam_search_finds_the_best_sequence_of_a_toy_scorer(alpha, penalty):
   """A Markov scorer over 4 tokens (EOS = 1); compare with exhaustive search under the
