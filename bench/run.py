@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -36,6 +37,7 @@ from homeojax.layers import HOMEOSTASIS, Site  # noqa: E402
 _SECTIONS = flags.DEFINE_list("sections", ["ops", "train", "loop", "decode"], "What to run.")
 _CONFIGS = flags.DEFINE_list("configs", ["tiny", "base"], "Configs for ops and train.")
 _ROUNDS = flags.DEFINE_integer("rounds", 9, "Interleaved measurement rounds.")
+
 _DATA_DIR = flags.DEFINE_string("data_dir", os.environ.get("HOMEOJAX_MULTI30K", ""),
                                 "Local Multi30K copy (loop and decode sections).")
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Trained run to decode with (else an "
@@ -75,6 +77,8 @@ STEP_VARIANTS = {
     "smart_inhibition exact": ("smart_inhibition", "exact"),
     "smart_inhibition v1": ("smart_inhibition_v1", "exact"),
 }
+_VARIANTS = flags.DEFINE_list("variants", list(STEP_VARIANTS), "Train-step variants "
+                              "(dropout, the reference, is always measured).")
 SEQ_LEN = 32  # Length of the synthetic batches (Multi30K's common bucket).
 
 
@@ -174,6 +178,14 @@ def matmul_peak(rounds: int, n: int = 2048) -> float:
   return 2 * n ** 3 / seconds
 
 
+def page_faults(fn: Callable[[], Any], calls: int = 5) -> float:
+  """Minor page faults per call of a warm function (memory the allocator mapped afresh)."""
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  for _ in range(calls):
+    jax.block_until_ready(fn())
+  return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+
+
 def bench_train(rounds: int) -> list[dict]:
   """Train-step time, tokens/s, share of the matmul peak and planned memory per variant,
   relative to dropout."""
@@ -182,6 +194,8 @@ def bench_train(rounds: int) -> list[dict]:
   for config_name in _CONFIGS.value:
     fns, memory, flops, steps = {}, {}, {}, {}
     for label, (variant, method) in STEP_VARIANTS.items():
+      if label not in _VARIANTS.value and label != "dropout":
+        continue
       c = CONFIGS[config_name](variant)
       for name in ("kwta", "rfb_kwta", "smart_inhibition"):
         c.mechanisms[name].method = method
@@ -200,6 +214,7 @@ def bench_train(rounds: int) -> list[dict]:
       jax.block_until_ready(run())
       fns[label], steps[label] = run, step
     times = interleaved(fns, rounds, min_seconds=2.0)
+    faults = {label: page_faults(fn) for label, fn in fns.items()}
     tokens = CONFIGS[config_name]().data.tokens_per_batch
     for label, seconds in times.items():
       rows.append({"config": config_name, "variant": label, "step_ms": seconds * 1e3,
@@ -209,6 +224,7 @@ def bench_train(rounds: int) -> list[dict]:
                    "gflops_per_step": (flops[label] or 0) / 1e9,
                    "share_of_peak": (flops[label] or 0) / seconds / peak,
                    "matmul_peak_gflops": peak / 1e9,
+                   "page_faults_per_step": faults[label],
                    "compilations": steps[label]._cache_size()})  # pylint: disable=protected-access
   return rows
 
@@ -272,6 +288,8 @@ def bench_decode() -> list[dict]:
   if _RUN_DIR.value:
     run = eval_lib.Translator.from_workdir(_RUN_DIR.value)
     model, variables, sp, c, mesh = run.model, run.variables, run.sp, run.config, run.mesh
+    texts = eval_lib.split_texts(run, Path(_RUN_DIR.value), "test_2016_flickr",
+                                 _DATA_DIR.value or None)["source"]
   else:
     c = tiny_config.get_config("dropout")
     c.data.local_dir = _DATA_DIR.value
@@ -281,9 +299,9 @@ def bench_decode() -> list[dict]:
     model, sp, mesh = exp.model, data.sp, exp.mesh
     src = jnp.ones((1, 8), jnp.int32)
     variables = model.init(jax.random.PRNGKey(0), src, src)
-  texts = multi30k.load(c.data.source_lang, c.data.target_lang, ("test_2016_flickr",),
-                        str(Path(_WORK_DIR.value) / "tfds"), _DATA_DIR.value or None)
-  sources = tokenizer.encode(sp, texts["test_2016_flickr"]["source"])
+    texts = multi30k.load(c.data.source_lang, c.data.target_lang, ("test_2016_flickr",),
+                          c.data.tfds_dir, _DATA_DIR.value or None)["test_2016_flickr"]["source"]
+  sources = tokenizer.encode(sp, texts)
   rows = []
   for beam in (1, 5):
     for use_cache in (True, False):
@@ -292,7 +310,8 @@ def bench_decode() -> list[dict]:
       seconds = []
       for _ in range(2):  # The first pass includes compilation.
         start = time.perf_counter()
-        decode.translate_split(model, variables, subset, sp, beam=beam, alpha=0.6,
+        decode.translate_split(model, variables, subset, sp, beam=beam,
+                               alpha=c.decode.length_penalty, penalty=c.decode.penalty,
                                tokens_per_batch=_DECODE_TOKENS.value, mesh=mesh,
                                use_cache=use_cache)
         seconds.append(time.perf_counter() - start)
@@ -300,13 +319,16 @@ def bench_decode() -> list[dict]:
                    "tokens_per_batch": _DECODE_TOKENS.value,
                    "seconds_first": seconds[0], "seconds": seconds[1],
                    "sentences_per_s": len(subset) / seconds[1],
-                   "trained": bool(_RUN_DIR.value)})
+                   "trained": bool(_RUN_DIR.value), "vocab_size": model.cfg.vocab_size,
+                   "run": Path(_RUN_DIR.value).name if _RUN_DIR.value else "untrained tiny"})
   return rows
 
 
 def markdown(results: dict) -> str:
   """The results as Markdown tables."""
-  out = [f"Machine: {results['machine']}", ""]
+  kept = ("kept for reuse" if results.get("freed_memory_kept") else "returned to the system "
+          "(HOMEOJAX_KEEP_FREED_MEMORY=0 or not glibc)")
+  out = [f"Machine: {results['machine']}; freed memory {kept}", ""]
   if "ops" in results:
     out += ["### Per-site op, forward + backward + statistics update", "",
             "| config | site | shape | mechanism | ms | vs dropout |", "|---|---|---|---|---|---|"]
@@ -319,12 +341,13 @@ def markdown(results: dict) -> str:
             f"2048² float32 matmul's {results['train'][0]['matmul_peak_gflops']:.0f} GFLOP/s "
             "in the same process.", "",
             "| config | variant | step ms | target tokens/s | vs dropout | GFLOP per step | "
-            "share of peak | planned memory MB | compilations |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "share of peak | planned memory MB | page faults per step | compilations |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     out += [f"| {r['config']} | {r['variant']} | {r['step_ms']:.0f} | "
             f"{r['target_tokens_per_s']:.0f} | {r['vs_dropout']:.3f}x | "
             f"{r['gflops_per_step']:.1f} | {100 * r['share_of_peak']:.0f}% | "
-            f"{r['planned_memory_mb']:.0f} | {r['compilations']} |" for r in results["train"]]
+            f"{r['planned_memory_mb']:.0f} | {r['page_faults_per_step']:.0f} | "
+            f"{r['compilations']} |" for r in results["train"]]
   if "loop" in results:
     r = results["loop"]
     out += ["", "### Training loop (tiny, dropout, Multi30K batches)", "",
@@ -339,8 +362,10 @@ def markdown(results: dict) -> str:
             "- Implicit device-to-host transfers inside the step loop: 0 (run under "
             "`jax.transfer_guard_device_to_host('disallow')`)."]
   if "decode" in results:
-    out += ["", f"### Decoding test_2016_flickr (tiny, batches of "
-            f"{results['decode'][0]['tokens_per_batch']} source tokens)", "",
+    first = results["decode"][0]
+    out += ["", f"### Decoding test_2016_flickr ({first.get('run', 'tiny')}, vocabulary "
+            f"{first.get('vocab_size', 5000)}, batches of {first['tokens_per_batch']} source "
+            "tokens)", "",
             "| search | KV cache | sentences | seconds | sentences/s | first pass (with "
             "compilation) s |", "|---|---|---|---|---|---|"]
     out += [f"| {'greedy' if r['beam'] == 1 else 'beam ' + str(r['beam'])} | "
@@ -351,18 +376,22 @@ def markdown(results: dict) -> str:
 
 
 def main(argv):
-  process.keep_freed_memory()
+  kept = process.keep_freed_memory()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   unknown = set(_SECTIONS.value) - {"ops", "train", "loop", "decode"}
   if unknown or set(_CONFIGS.value) - set(CONFIGS):
     raise app.UsageError(f"unknown sections or configs: {unknown or _CONFIGS.value}")
+  if set(_VARIANTS.value) - set(STEP_VARIANTS):
+    raise app.UsageError(f"unknown variants {sorted(set(_VARIANTS.value) - set(STEP_VARIANTS))}"
+                         f": choose from {list(STEP_VARIANTS)}")
   if {"loop", "decode"} & set(_SECTIONS.value) and not _DATA_DIR.value:
     raise app.UsageError("the loop and decode sections need --data_dir (or HOMEOJAX_MULTI30K)")
   results: dict[str, Any] = {
       "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                  f"{jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}",
-      "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv)}
+      "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv),
+      "freed_memory_kept": kept}
   sections = {"ops": lambda: bench_ops(_ROUNDS.value), "train": lambda: bench_train(_ROUNDS.value),
               "loop": bench_loop, "decode": bench_decode}
   Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)

@@ -30,8 +30,12 @@ def keep_freed_memory() -> bool:
   train step). glibc maps blocks over 32 MB afresh and unmaps them when freed, so every
   step page-faults its whole working set back in (70k faults, about a fifth of the step;
   `docs/performance.md`). One arena without mmap and without trimming reuses the block.
-  Call it before JAX starts its threads (before the first computation).
+  Call it before JAX starts its threads (before the first computation). The price is a
+  larger resident set, since freed blocks stay mapped; `HOMEOJAX_KEEP_FREED_MEMORY=0`
+  turns it off.
   """
+  if os.environ.get("HOMEOJAX_KEEP_FREED_MEMORY", "1") == "0":
+    return False
   try:
     mallopt = ctypes.CDLL(None).mallopt
   except (OSError, AttributeError):
