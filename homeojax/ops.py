@@ -165,9 +165,11 @@ def kwta(x: Array, k: int | Array, *, method: Method = "exact", by: By = "value"
   more than k winners; `statistical` keeps about k (see `threshold`).
   """
   check_choice("by", by, BY)
+  # A per-vector mask (`[..., 1]`) drops whole vectors, whose threshold is never used.
+  per_feature = valid is not None and jnp.shape(valid)[-1] != 1
   valid = _valid_mask(valid, x.shape)
   scores = lax.stop_gradient(x if by == "value" else jnp.abs(x))
-  mask = scores >= threshold(scores, k, method, valid, k_max)
+  mask = scores >= threshold(scores, k, method, valid if per_feature else None, k_max)
   if valid is not None:
     mask = mask & valid
   return jnp.where(mask, x, jnp.zeros((), x.dtype)), mask

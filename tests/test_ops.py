@@ -91,6 +91,19 @@ class KWTATest(chex.TestCase):
     np.testing.assert_allclose(grad, np.where(mask, boost * np.ones_like(x), 0.0), rtol=1e-6)
 
 
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters("exact", "statistical")
+  def test_a_per_vector_mask_equals_the_same_mask_per_feature(self, method):
+    x = tie_free((6, 5, 32))
+    valid = jnp.arange(5)[None, :, None] < jnp.array([5, 3, 1, 0, 4, 2])[:, None, None]
+    fn = self.variant(functools.partial(ops.kwta, k=8, method=method))
+    y, mask = fn(x, valid=valid)
+    y_full, mask_full = fn(x, valid=jnp.broadcast_to(valid, x.shape))
+    np.testing.assert_array_equal(mask, mask_full)
+    np.testing.assert_array_equal(y, y_full)
+    assert not mask[~valid[..., 0]].any() and mask[valid[..., 0]].sum(-1).min() > 0
+
+
 class RFBTest(chex.TestCase):
 
   def test_boost_factors_values_and_clipping(self):
