@@ -152,7 +152,6 @@ class Attention(nn.Module):
     if valid_BxQxK is not None:  # Broadcast here: XLA fuses a full mask better (8% of a step).
       valid_BxQx1xK = jnp.broadcast_to(valid_BxQxK, logits.shape[:2] + logits.shape[-1:])[
           :, :, None, :]
-    if valid_BxQx1xK is not None:
       logits = jnp.where(valid_BxQx1xK, logits, jnp.finfo(logits.dtype).min)
     weights_BxQxHxK = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(logits.dtype)
     site_valid = query_valid_BxQ[:, :, None, None]
