@@ -9,6 +9,8 @@ multiply. Keys of other implementations (`rbg`, ...) go to `jax.random` unchange
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,10 +52,10 @@ def _threefry_key(key: Array) -> Array | None:
 
 def bits(key: Array, shape: tuple[int, ...]) -> Array:
   """uint32 random bits of `shape`: `jax.random.bits(key, shape)`."""
-  data = _threefry_key(key)
-  if data is None or np.prod(shape) >= 2 ** 32:
+  data, size = _threefry_key(key), math.prod(shape)
+  if data is None or size >= 2 ** 32:
     return jax.random.bits(key, shape)
-  count_lo = lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape)
+  count_lo = lax.iota(jnp.uint32, size).reshape(shape)
   x0, x1 = threefry2x32((data[0], data[1]), jnp.zeros_like(count_lo), count_lo)
   return x0 ^ x1
 
