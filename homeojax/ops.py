@@ -233,7 +233,7 @@ def smart_inhibition(x: Array, duty: Array, key: Array, sparsity: float, *, beta
   valid_x = _valid_mask(valid, x.shape)
   p = keep_probabilities(w, sparsity, valid, sampling=sampling, scaling=scaling)
   if sampling == "bernoulli":
-    mask = prng.uniform(key, x.shape) < p
+    mask = prng.bernoulli(key, p, x.shape)
   else:
     mask = systematic_sample(key, p, x.shape)
   if valid_x is not None:

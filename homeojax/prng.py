@@ -1,10 +1,10 @@
 """Uniform and Bernoulli draws equal, bit for bit, to `jax.random`'s for Threefry keys,
-as one elementwise expression that XLA fuses into its consumer.
+as elementwise expressions that XLA fuses.
 
 `jax.random` lowers the Threefry-2x32 hash on CPU as a loop over its five rounds, each
 round a separate pass over memory; a dropout mask then costs about twice the hash
-(`docs/performance.md`). Written out, the twenty rounds fuse with the mask and the
-multiply. Keys of other implementations (`rbg`, ...) go to `jax.random` unchanged.
+(`docs/performance.md`). Written out, the twenty rounds fuse into one pass. Keys of other
+implementations (`rbg`, ...) go to `jax.random` unchanged.
 """
 
 from __future__ import annotations
@@ -66,6 +66,17 @@ def uniform(key: Array, shape: tuple[int, ...]) -> Array:
   return lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0
 
 
+def computed_once(mask: Array) -> Array:
+  """`mask`, computed once however many fusions read it.
+
+  XLA duplicates cheap elementwise producers into each consumer, so a mask read by the
+  forward pass and by two gradient fusions would be hashed three times. It never duplicates
+  an expensive operation such as `sqrt`, and the square root of 0 or 1 is exact.
+  """
+  return jnp.sqrt(mask.astype(jnp.float32)) > 0.0
+
+
 def bernoulli(key: Array, p: float | Array, shape: tuple[int, ...]) -> Array:
-  """A boolean array of `shape`, True with probability `p`: `jax.random.bernoulli`."""
-  return uniform(key, shape) < p
+  """A boolean array of `shape`, True with probability `p`: `jax.random.bernoulli`,
+  computed once (`computed_once`)."""
+  return computed_once(uniform(key, shape) < p)

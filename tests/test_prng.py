@@ -1,5 +1,7 @@
 """homeojax.prng draws the same bits as jax.random for Threefry keys, and defers otherwise."""
 
+from unittest import mock
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -34,3 +36,21 @@ class PrngTest(chex.TestCase):
     u = prng.uniform(jax.random.PRNGKey(0), (200_000,))
     assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
     assert abs(float(jnp.mean(u)) - 0.5) < 5 * (1 / 12) ** 0.5 / 200_000 ** 0.5
+
+  def test_a_mask_read_by_the_forward_and_backward_passes_is_hashed_once(self):
+    shape = (64, 96)
+
+    def loss(x, w, key):
+      keep = prng.bernoulli(key, 0.7, shape)
+      return jnp.sum(jnp.tanh(jnp.where(keep, x, 0.0) @ w))
+
+    def hashing_fusions() -> int:
+      grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+      hlo = grad.lower(jnp.ones(shape), jnp.ones((96, 8)), jax.random.key(0)).compile().as_text()
+      computations = hlo.split("\n\n")
+      return sum("shift-left" in c and f"u32[{shape[0]},{shape[1]}]" in c
+                 for c in computations)
+
+    self.assertEqual(hashing_fusions(), 1)
+    with mock.patch.object(prng, "computed_once", lambda mask: mask):
+      self.assertGreater(hashing_fusions(), 1)  # What computed_once prevents.
