@@ -311,7 +311,7 @@ def bench_decode() -> list[dict]:
       # Without the cache every step re-runs the decoder on the whole prefix: a subset.
       subset = sources if use_cache else sources[:_NO_CACHE_SENTENCES.value]
       seconds = []
-      # The first pass includes compilation, and the first warm one still grows the heap.
+      # The first pass includes compilation; the first warm one is often slower than the rest.
       for _ in range(1 + _DECODE_PASSES.value):
         start = time.perf_counter()
         decode.translate_split(model, variables, subset, sp, beam=beam,
