@@ -90,7 +90,6 @@ class KWTATest(chex.TestCase):
     boost = ops.boost_factors(duty, 8 / 32, 3.0) if transmit == "boosted" else 1.0
     np.testing.assert_allclose(grad, np.where(mask, boost * np.ones_like(x), 0.0), rtol=1e-6)
 
-
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters("exact", "statistical")
   def test_a_per_vector_mask_equals_the_same_mask_per_feature(self, method):
