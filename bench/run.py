@@ -81,6 +81,7 @@ STEP_VARIANTS = {
 }
 _VARIANTS = flags.DEFINE_list("variants", list(STEP_VARIANTS), "Train-step variants "
                               "(classic and dropout, the references, are always measured).")
+PEAK = "2048² matmul"  # The reference timed in the train rounds.
 SEQ_LEN = 32  # Length of the synthetic batches (Multi30K's common bucket).
 
 
@@ -170,14 +171,13 @@ def compiled_flops(compiled) -> float | None:
   return float(analysis["flops"]) if analysis and "flops" in analysis else None
 
 
-def matmul_peak(rounds: int, n: int = 2048) -> float:
-  """FLOP/s of a jitted n x n float32 matmul: this machine's practical peak, measured in the
-  same process as the steps it is compared with."""
+def matmul_call(n: int = 2048) -> tuple[Callable[[], Any], float]:
+  """A jitted n x n float32 matmul and its FLOPs: this machine's practical peak, timed in
+  the same rounds as the steps it is compared with, so that the host's drift cancels."""
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
   b = jax.random.normal(jax.random.PRNGKey(1), (n, n))
   matmul = jax.jit(jnp.matmul)
-  seconds = interleaved({"matmul": lambda: matmul(a, b)}, rounds)["matmul"]
-  return 2 * n ** 3 / seconds
+  return lambda: matmul(a, b), 2.0 * n ** 3
 
 
 def page_faults(fn: Callable[[], Any], calls: int = 5) -> float:
@@ -192,7 +192,6 @@ def bench_train(rounds: int) -> list[dict]:
   """Train-step time, tokens/s, share of the matmul peak and planned memory per variant,
   relative to dropout."""
   rows, mesh = [], sharding.make_mesh()
-  peak = matmul_peak(rounds)
   for config_name in _CONFIGS.value:
     fns, memory, flops, steps = {}, {}, {}, {}
     for label, (variant, method) in STEP_VARIANTS.items():
@@ -215,7 +214,9 @@ def bench_train(rounds: int) -> list[dict]:
 
       jax.block_until_ready(run())
       fns[label], steps[label] = run, step
-    times = interleaved(fns, rounds, min_seconds=2.0)
+    matmul, matmul_flops = matmul_call()
+    times = interleaved({**fns, PEAK: matmul}, rounds, min_seconds=2.0)
+    peak = matmul_flops / times.pop(PEAK)
     faults = {label: page_faults(fn) for label, fn in fns.items()}
     tokens = CONFIGS[config_name]().data.tokens_per_batch
     for label, seconds in times.items():
