@@ -5,21 +5,19 @@ with the recipe of the best published text-only baseline at that size, Wu et al.
 tokens per update for 8000 updates, the last 10 epoch checkpoints averaged, lenpen 1.
 
 Variant: `--config=configs/literature.py:rfb_kwta_dropout` (default `dropout`); a
-variant's dropout on attention weights moves to the embeddings, as in that recipe.
+variant's chain on attention weights (dropout, or Smart Inhibition in its place) moves to
+the embeddings, as in that recipe; `classic` and `kwta` have no dropout anywhere.
 Evaluate with `eval.py --average_last=10` (the config's beam and length penalty).
 """
 
 from homeojax import config as config_lib
 
 
-
 def get_config(variant: str = "dropout"):
   c = config_lib.apply_variant(config_lib.base_config(), variant)
   for stack in ("encoder", "decoder"):
     sites = c.sites[stack]
-    if sites.attn_weights == "dropout":  # Dropout on embeddings, none on attention.
-      sites.attn_weights = ""
-    sites.embedding = "dropout"
+    sites.embedding, sites.attn_weights = sites.attn_weights, ""  # Embeddings, not attention.
   c.model.d_model = 128  # Residual stream width.
   c.model.d_ff = 256  # Feed-forward width.
   c.model.heads = 4  # Attention heads.

@@ -70,12 +70,17 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(with_shipped_config(argv))
   except flags.Error as e:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    if "Traceback (most recent call last):" in lines:  # A config file raised: keep its error.
-      lines = [lines[0], lines[-1]]
-    _fail(f"{' '.join(lines)} (see --helpshort)")
+    _fail(f"{flag_error(e)} (see --helpshort)")
   except (AttributeError, KeyError) as e:  # A --config.FIELD override names no field.
     _fail(f"{unknown_field(e)} (see --helpshort)")
+
+
+def flag_error(e: flags.Error) -> str:
+  """The message of a bad flag in one line (a config file that raised: its error)."""
+  lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+  if "Traceback (most recent call last):" in lines:
+    lines = [lines[0], lines[-1]]
+  return " ".join(lines)
 
 
 def unknown_field(e: AttributeError | KeyError) -> str:

@@ -57,10 +57,8 @@ def parse_assignment(text: str) -> tuple[str, str]:
 
 
 def plan(variants: list[str], seeds: list[str], sweep: list[str]) -> list[Run]:
-  """Every run of the grid, seeds outermost so that early runs cover every variant."""
-  for variant in variants:
-    if variant not in config_lib.VARIANTS:
-      raise ValueError(f"variant={variant!r} is not one of {tuple(config_lib.VARIANTS)}")
+  """Every run of the grid, seeds outermost so that early runs cover every variant (the
+  config file checks the variant names: `check_configs`)."""
   for seed in seeds:
     if not seed.isdigit():
       raise ValueError(f"seed={seed!r} is not a non-negative integer")
@@ -83,7 +81,9 @@ def check_configs(runs: list[Run], config: str, sets: list[tuple[str, str]]) -> 
       config_lib.validate(parsed.config)
     except (AttributeError, KeyError) as e:
       raise ValueError(f"run {run.name}: {cli.unknown_field(e)}") from None
-    except (flags.Error, ValueError) as e:
+    except flags.Error as e:
+      raise ValueError(f"run {run.name}: {cli.flag_error(e)}") from None
+    except ValueError as e:
       raise ValueError(f"run {run.name}: {e}") from None
 
 
@@ -106,7 +106,7 @@ def _run_logged(command: list[str], log: Path) -> float:
 
 
 def execute(run: Run, config: str, sets: list[tuple[str, str]], runs_dir: Path,
-            results_dir: Path, split: str, beam: int) -> dict:
+            results_dir: Path, split: str, beam: int, average_last: int = 1) -> dict:
   """Trains and evaluates one run, copies its outputs; returns its `run.json` record."""
   workdir = runs_dir / run.name
   workdir.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,8 @@ def execute(run: Run, config: str, sets: list[tuple[str, str]], runs_dir: Path,
            f"--workdir={workdir}", f"--config.seed={run.seed}", "--progress=false"]
   train += [f"--config.{k}={v}" for k, v in (*sets, *run.overrides)]
   evaluate = [*COMMAND, "eval", f"--workdir={workdir}", f"--split={split}",
-              f"--beam={beam}", f"--output_dir={workdir / 'final'}"]
+              f"--beam={beam}", f"--average_last={average_last}",
+              f"--output_dir={workdir / 'final'}"]
   train_seconds = _run_logged(train, workdir / "train.log")
   eval_seconds = _run_logged(evaluate, workdir / "eval.log")
   out = results_dir / run.name
@@ -162,7 +163,8 @@ def main(argv: list[str]) -> None:
     print(f"[{i + 1}/{len(runs)}] {run.name}: {'done' if done else 'to run'}", flush=True)
     if done or f.dry_run:
       continue
-    record = execute(run, config, sets, runs_dir, results_dir, f.split, f.beam)
+    record = execute(run, config, sets, runs_dir, results_dir, f.split, f.beam,
+                     f.average_last)
     print(f"  finished in {record['train_seconds'] / 60:.1f} + "
           f"{record['eval_seconds'] / 60:.1f} min", flush=True)
     if f.commit:
@@ -174,7 +176,8 @@ def console_main() -> None:
   """`homeojax-grid`, also `python -m homeojax.grid`: defines the flags and runs `main`."""
   flags.DEFINE_string("config", None, "Experiment config file (no variant suffix); a name "
                       "such as tiny names a shipped config.")
-  flags.DEFINE_list("variants", None, f"Variants, from {tuple(config_lib.VARIANTS)}.")
+  flags.DEFINE_list("variants", None, "The config's variants (arms), e.g. "
+                    f"{', '.join(config_lib.VARIANTS)}.")
   flags.DEFINE_list("seeds", ["0"], "Seeds.")
   flags.DEFINE_multi_string("set", [], "FIELD=VALUE config override for every run.")
   flags.DEFINE_multi_string("sweep", [], "FIELD=V1,V2,...: one run per value; several "
@@ -183,6 +186,8 @@ def console_main() -> None:
   flags.DEFINE_string("results_dir", None, "Where each run's outputs are copied.")
   flags.DEFINE_string("split", "validation", "Split eval.py decodes at the end.")
   flags.DEFINE_integer("beam", 5, "Beam size of the final evaluation.")
+  flags.DEFINE_integer("average_last", 1, "The final evaluation averages the last N "
+                       "checkpoints.")
   flags.DEFINE_bool("commit", False, "git-commit each finished run's results folder.")
   flags.DEFINE_bool("dry_run", False, "Print the runs and their state; run nothing.")
   flags.mark_flags_as_required(["config", "variants", "runs_dir", "results_dir"])

@@ -3,9 +3,11 @@
 Sites (each configured separately for encoder and decoder by a mechanism chain):
 `embedding` (scaled token embeddings plus positions), `attn_weights` (attention
 probabilities, statistics per head and key position), `attn_output` (concatenated heads,
-before the output projection), `ffn_hidden` (after the FFN activation) and `block_output`
+before the output projection), `ffn_hidden` (after the FFN activation), `block_output`
 (the output of every sublayer, before it joins the residual stream: where residual
-dropout usually sits). Empty chains are the identity, so the default is the plain
+dropout usually sits) and `layer_output` (the output of each encoder and decoder layer,
+after its last residual add and, in post-LN, that add's LayerNorm: what the next layer
+reads). Empty chains are the identity, so the default is the plain
 Transformer. The decoder has `decode=True` mode with a key/value cache for search.
 """
 
@@ -23,7 +25,8 @@ from homeojax.layers import Site
 from homeojax.mechanisms import Chain, chain_text, parse_chain
 
 Array = jax.Array
-SITE_NAMES = ("embedding", "attn_weights", "attn_output", "ffn_hidden", "block_output")
+SITE_NAMES = ("embedding", "attn_weights", "attn_output", "ffn_hidden", "block_output",
+              "layer_output")
 DTYPES = ("float32", "bfloat16")  # Compute dtypes.
 
 
@@ -36,6 +39,7 @@ class Sites:
   attn_output: Chain = ()
   ffn_hidden: Chain = ()
   block_output: Chain = ()
+  layer_output: Chain = ()
 
   def __post_init__(self):
     for name in SITE_NAMES:
@@ -232,8 +236,10 @@ class EncoderLayer(nn.Module):
         x_BxSxD, lambda y: attend(y, y, attention_valid, valid_BxS, train=train), valid_BxS,
         train=train)
     ffn = FeedForward(cfg, sites, name="ffn")
-    return Residual(cfg, sites, name="ffn_block")(
+    x_BxSxD = Residual(cfg, sites, name="ffn_block")(
         x_BxSxD, lambda y: ffn(y, valid_BxS, train=train), valid_BxS, train=train)
+    return Site(sites.layer_output, name="layer_output")(x_BxSxD, valid_BxS[..., None],
+                                                         train=train)
 
 
 class DecoderLayer(nn.Module):
@@ -255,8 +261,10 @@ class DecoderLayer(nn.Module):
         y_BxTxD, lambda z: cross_attend(z, encoded_BxSxD, src_valid_BxS[:, None],
                                         valid_BxT, train=train, decode=decode),
         valid_BxT, train=train)
-    return Residual(cfg, sites, name="ffn_block")(
+    y_BxTxD = Residual(cfg, sites, name="ffn_block")(
         y_BxTxD, lambda z: ffn(z, valid_BxT, train=train), valid_BxT, train=train)
+    return Site(sites.layer_output, name="layer_output")(y_BxTxD, valid_BxT[..., None],
+                                                         train=train)
 
 
 class Transformer(nn.Module):

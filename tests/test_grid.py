@@ -23,7 +23,6 @@ def test_plan_puts_seeds_outermost_and_crosses_sweeps():
 
 
 @pytest.mark.parametrize("args, message", [
-    ((["nope"], ["0"], []), "variant='nope'"),
     ((["dropout"], ["x"], []), "seed='x'"),
     ((["dropout"], ["0"], ["mechanisms.rfb_kwta.sparsity"]),
      "'mechanisms.rfb_kwta.sparsity' is not FIELD=VALUE"),

@@ -1,0 +1,57 @@
+"""Issue 26's pre-registered exploration (docs/results.md, "v2: the exploration"): the
+literature recipe (configs/literature.py) on a reduced budget, one arm per setting,
+validation only.
+
+Arm: `--config=configs/exploration.py:rfb_magnitude` (default `dropout`). Every RFB-kWTA
+arm changes one thing from `rfb` (RFB-kWTA by value, s 0.5, beta 1, boosted values passed
+on, at the sublayer outputs, before the recipe's dropout 0.3). Score each with
+`eval.py --split=validation --average_last=5`.
+"""
+
+from homeojax.configs import literature
+
+_RFB = "rfb_kwta, dropout"  # RFB-kWTA (its group's options), then dropout.
+
+# Each arm: the literature variant it starts from, and its config overrides.
+ARMS: dict[str, tuple[str, dict]] = {
+    "dropout": ("dropout", {}),  # The recipe's dropout 0.3 (embeddings, sublayer outputs).
+    "rfb": ("rfb_kwta_dropout", {}),  # The centre: RFB-kWTA at block_output, s 0.5.
+    "rfb_s0.1": ("rfb_kwta_dropout", {"mechanisms.rfb_kwta.sparsity": 0.1}),  # v1's reading.
+    "rfb_s0.7": ("rfb_kwta_dropout", {"mechanisms.rfb_kwta.sparsity": 0.7}),  # Sparser.
+    "rfb_magnitude": ("rfb_kwta_dropout", {"mechanisms.rfb_kwta.by": "magnitude"}),  # |x|.
+    "rfb_raw": ("rfb_kwta_dropout", {"mechanisms.rfb_kwta.transmit": "raw"}),  # Numenta's.
+    "rfb_beta0": ("rfb_kwta_dropout", {"mechanisms.rfb_kwta.beta": 0.0}),  # Plain kWTA.
+    "rfb_beta4": ("rfb_kwta_dropout", {"mechanisms.rfb_kwta.beta": 4.0}),  # Strong boost.
+    "rfb_ffn_hidden": ("dropout", {"sites.*.ffn_hidden": "rfb_kwta"}),  # Post-ReLU, >= 0.
+    "rfb_attn_weights": ("dropout", {"sites.*.attn_weights": "rfb_kwta"}),  # Over keys.
+    "rfb_layer_output": ("dropout", {"sites.*.layer_output": "rfb_kwta"}),  # After add & LN.
+    "si_s0.3_beta1": ("smart_inhibition", {"mechanisms.smart_inhibition.sparsity": 0.3}),
+    "si_s0.3_beta4": ("smart_inhibition", {"mechanisms.smart_inhibition.sparsity": 0.3,
+                                           "mechanisms.smart_inhibition.beta": 4.0}),
+    "si_s0.1_beta1": ("smart_inhibition", {"mechanisms.smart_inhibition.sparsity": 0.1}),
+}
+
+
+def _set(c, field: str, value) -> None:
+  """Sets a dotted field; `sites.*.NAME` sets the site in both stacks."""
+  *parents, name = field.split(".")
+  targets = [c]
+  for part in parents:
+    targets = [t[key] for t in targets for key in (t.keys() if part == "*" else [part])]
+  for t in targets:
+    t[name] = value
+
+
+def get_config(arm: str = "dropout"):
+  if arm not in ARMS:
+    raise ValueError(f"arm={arm!r} is not one of {tuple(ARMS)}")
+  variant, overrides = ARMS[arm]
+  c = literature.get_config(variant)
+  c.variant = arm
+  c.mechanisms.rfb_kwta.sparsity = 0.5  # The centre's s: its threshold is near 0, not below.
+  for field, value in overrides.items():
+    _set(c, field, value)
+  c.num_train_steps = 3_000  # Batches: 1500 updates, 19 epochs (the recipe: 16,000).
+  c.optim.warmup_steps = 375  # A quarter of the updates warm up, as in the recipe.
+  c.keep_checkpoints = 5  # The last 5 epochs, for eval.py --average_last=5.
+  return c
