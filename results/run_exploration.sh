@@ -1,0 +1,19 @@
+#!/bin/bash
+# Issue 26's stage 1 exploration (docs/results.md, "Version 2"), arms in their
+# pre-registered order. Finished arms are skipped, so re-running continues a stopped run.
+#
+#   HOMEOJAX_MULTI30K=../shared/data/multi30k bash results/run_exploration.sh
+#
+# RUNS (default runs/) holds the training work dirs; RESULTS (default results/) receives
+# each finished arm's logs and validation scores (run.json names the source commit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${HOMEOJAX_MULTI30K:?set HOMEOJAX_MULTI30K to the local Multi30K copy}
+RUNS=${RUNS:-runs}
+RESULTS=${RESULTS:-results}
+ARMS=dropout,rfb,rfb_magnitude,rfb_ffn_hidden,rfb_layer_output,rfb_s0.1,rfb_s0.7
+ARMS+=,rfb_attn_weights,rfb_beta0,rfb_beta4,rfb_raw,si_s0.3_beta1,si_s0.3_beta4,si_s0.1_beta1
+python -m homeojax.grid --config=configs/exploration.py --variants="$ARMS" --seeds=0 \
+  --runs_dir="$RUNS/exploration" --results_dir="$RESULTS/exploration" \
+  --split=validation --beam=5 --average_last=5 \
+  "--set=data.local_dir=$DATA" "--set=data.tfds_dir=$RUNS/tfds"
