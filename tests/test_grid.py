@@ -32,6 +32,16 @@ def test_plan_rejects_bad_input(args, message):
     grid.plan(*args)
 
 
+def test_the_config_file_checks_variant_names_in_one_line():
+  config = str(grid.SOURCE_DIR / "configs" / "exploration.py")
+  grid.check_configs(grid.plan(["rfb_layer_output"], ["0"], []), config, [])
+  with pytest.raises(ValueError) as error:
+    grid.check_configs(grid.plan(["rfb", "nope"], ["0"], []), config, [])
+  message = str(error.value)
+  assert message.startswith("run nope-seed0: ") and "arm='nope' is not one of" in message
+  assert "\n" not in message and "Traceback" not in message
+
+
 def test_finished_runs_are_skipped(tmp_path):
   """From another directory (the shipped config), with a results dir under `~`."""
   (tmp_path / "résults dir" / "dropout-seed1").mkdir(parents=True)

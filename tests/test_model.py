@@ -20,7 +20,8 @@ KEY = jax.random.PRNGKey(0)
 SITES = Sites(attn_weights="rfb_kwta(sparsity=0.5)", attn_output="kwta(sparsity=0.3)",
               ffn_hidden="rfb_kwta(sparsity=0.5, method=statistical)",
               block_output="kwta(sparsity=0.2), dropout(rate=0.1)",
-              embedding="smart_inhibition(sparsity=0.1)")
+              embedding="smart_inhibition(sparsity=0.1)",
+              layer_output="rfb_kwta(sparsity=0.5, by=magnitude)")
 
 
 def small(**kwargs):
@@ -83,6 +84,19 @@ def test_empty_sites_compile_to_the_plain_transformer():
   plain = Transformer(small())
   variables = plain.init(KEY, jnp.ones((1, 4), jnp.int32), jnp.ones((1, 4), jnp.int32))
   assert set(variables) == {"params"}
+
+
+def test_layer_output_site_is_what_the_next_layer_reads_after_add_and_norm():
+  """Post-LN: kWTA at `layer_output` leaves exactly k of d_model features in every valid
+  row of each layer's output (the encoder's output is the last one); without it, none is
+  zero: the site sits after the LayerNorm, not before it."""
+  src = jnp.array([[5, 6, 7, 3, 0, 0], [8, 9, 3, 0, 0, 0]])
+  valid = np.asarray(src != 0)
+  for chain, nonzero in (("kwta(sparsity=0.75)", 8), ("", 32)):
+    model = Transformer(small(pre_ln=False, encoder_sites=Sites(layer_output=chain)))
+    variables = model.init(KEY, src, src[:, :3])
+    encoded = apply(model, variables, src, method=Transformer.encode)
+    assert (np.count_nonzero(np.asarray(encoded), axis=-1)[valid] == nonzero).all()
 
 
 @pytest.mark.parametrize("bad, message", [
