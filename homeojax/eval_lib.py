@@ -273,7 +273,8 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
       "sentences": len(hyps), "beam": beam, "alpha": alpha, "penalty": penalty,
       "decode_seconds": seconds,
       "variant": c.variant, "seed": c.seed, "eval_scale": eval_scale,
-      "averaged_steps": list(translator.averaged_steps), "convention": c.data.convention}
+      "averaged_steps": list(translator.averaged_steps), "convention": c.data.convention,
+      "source_lang": c.data.source_lang, "target_lang": c.data.target_lang}
   bleu = metrics.bleu_scores(hyps, texts["target"], texts["target_tok"], c.data.target_lang,
                              c.data.convention)
   report.update({k: v for k, v in bleu.items() if v is not None})

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from homeojax import cli, paths
+from homeojax import analysis, cli, metrics, paths
 
 BEGIN, END = "<!-- report:{} -->", "<!-- /report:{} -->"  # Around a section of --doc.
 # BLEU reported by the paper (on a 0-1 scale) per variant, and the split it is on.
@@ -124,46 +124,136 @@ def bleu_table(groups: dict[str, list[Run]], split: str) -> str:
   return "\n".join(lines)
 
 
-def references(data_dir: str, split: str, lang: str = "de") -> list[str]:
+def texts(data_dir: str, kind: str, split: str, lang: str) -> list[str]:
+  """A split's sentences in one language, `raw` or `tok` (lc.norm.tok), from the local copy."""
   from homeojax.data import multi30k  # pylint: disable=import-outside-toplevel
-  path = multi30k.local_file(data_dir, "raw", split, lang)
+  path = multi30k.local_file(data_dir, kind, split, lang)
   if path is None:
-    raise FileNotFoundError(f"no {split}.{lang} references under {data_dir!r}")
+    raise FileNotFoundError(f"no {kind} {split}.{lang} sentences under {data_dir!r}")
   return multi30k.read_lines(path)
 
 
+def convention_of(runs: Sequence[Run], split: str) -> tuple[str, str, str]:
+  """The runs' common data convention and language pair on `split` (eval reports before
+  these fields: raw, en-de); ValueError if the runs mix them."""
+  found = {(e.get("convention", "raw"), e.get("source_lang", "en"), e.get("target_lang", "de"))
+           for r in runs if (e := r.evals.get(split))}
+  if len(found) > 1:
+    raise ValueError(f"the runs mix conventions or language pairs on {split}: {sorted(found)}")
+  return found.pop() if found else ("raw", "en", "de")
+
+
+def score(run: Run, split: str, convention: str) -> float:
+  """The run's BLEU on `split` in its convention: sacreBLEU for raw, tokenized for tok."""
+  e = run.evals[split]
+  return e["sacrebleu"]["score"] if convention == "raw" else e["bleu_tok"]
+
+
 def significance_table(groups: dict[str, list[Run]], baseline: str, split: str,
-                       refs: list[str] | None, samples: int = 1000) -> str:
-  """Per variant: BLEU difference to the baseline with sacreBLEU's paired bootstrap (per
-  seed pair, same seed) and a paired t-test over seeds."""
+                       refs: list[str] | None, convention: str = "raw",
+                       samples: int = 1000) -> str:
+  """Per variant: BLEU difference to the baseline (sacreBLEU for `raw` runs, tokenized
+  BLEU against `lc.norm.tok` references for `tok` runs) with sacreBLEU's paired bootstrap
+  (per seed pair, same seed) and a paired t-test over seeds."""
   from scipy import stats  # pylint: disable=import-outside-toplevel
   from sacrebleu.metrics import BLEU  # pylint: disable=import-outside-toplevel
   from sacrebleu.significance import PairedTest  # pylint: disable=import-outside-toplevel
   base = {r.seed: r for r in groups.get(baseline, []) if split in r.evals}
-  lines = [f"| variant | Δ sacreBLEU vs {baseline} (mean over seeds) | paired bootstrap p "
+  metric = "sacreBLEU" if convention == "raw" else "BLEU tok."
+  bleu = BLEU() if convention == "raw" else BLEU(tokenize="none", force=True)
+  lines = [f"| variant | Δ {metric} vs {baseline} (mean over seeds) | paired bootstrap p "
            "per seed | paired t-test over seeds |", "|---|---|---|---|"]
   for group, runs in groups.items():
     pairs = [(base[r.seed], r) for r in runs if r.seed in base and split in r.evals]
     if group == baseline or not pairs:
       continue
-    deltas = [r.evals[split]["sacrebleu"]["score"] - b.evals[split]["sacrebleu"]["score"]
-              for b, r in pairs]
+    deltas = [score(r, split, convention) - score(b, split, convention) for b, r in pairs]
     p_boot = []
     for b, r in pairs:
       if refs is None or split not in b.hyps or split not in r.hyps:
         continue
       test = PairedTest([(baseline, b.hyps[split]), (group, r.hyps[split])],
-                        {"BLEU": BLEU()}, [refs], test_type="bs", n_samples=samples)
+                        {"BLEU": bleu}, [refs], test_type="bs", n_samples=samples)
       p_boot.append(f"{test()[1]['BLEU'][1].p_value:.3f} (seed {r.seed})")
     if len(pairs) > 1:
-      t_test = stats.ttest_rel([r.evals[split]["sacrebleu"]["score"] for _, r in pairs],
-                               [b.evals[split]["sacrebleu"]["score"] for b, _ in pairs])
+      t_test = stats.ttest_rel([score(r, split, convention) for _, r in pairs],
+                               [score(b, split, convention) for b, _ in pairs])
       t_text = f"t={t_test.statistic:.2f}, p={t_test.pvalue:.3f} (n={len(pairs)})"
     else:
       t_text = "needs ≥ 2 seeds"
     lines.append(f"| {group} | {statistics.mean(deltas):+.2f} | "
                  f"{', '.join(p_boot) or '–'} | {t_text} |")
   return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def subtle_patterns(groups: dict[str, list[Run]], baseline: str, split: str, data_dir: str,
+                    convention: str, source_lang: str, target_lang: str,
+                    examples: int = 2) -> str:
+  """Every group against the baseline on `split`: target-word F-measure by training
+  frequency and BLEU by source length (each the mean over the group's seeds), and the
+  sentences of their lowest common seed where the group wins and loses most."""
+  refs = texts(data_dir, "tok", split, target_lang)
+  sources = texts(data_dir, "tok", split, source_lang)
+  train_counts = analysis.word_counts(texts(data_dir, "tok", "train", target_lang))
+
+  def tokenized(run: Run) -> list[str]:
+    hyps = run.hyps[split]
+    return hyps if convention == "tok" else [metrics.moses_tokenize(h, target_lang)
+                                             for h in hyps]
+
+  scored = {g: [tokenized(r) for r in runs if split in r.hyps] for g, runs in groups.items()}
+  scored = {g: hyps for g, hyps in scored.items() if hyps}
+  if baseline not in scored or len(scored) < 2:
+    return ""
+  order = [baseline] + [g for g in scored if g != baseline]
+
+  def table(title: str, per_run, count_key: str, value_key: str, count_name: str) -> str:
+    rows = {g: [per_run(h) for h in scored[g]] for g in order}  # Group -> seeds -> buckets.
+    buckets = list(dict.fromkeys(b["bucket"] for runs in rows.values() for r in runs
+                                 for b in r))
+    def mean(g, bucket):
+      values = [b[value_key] for r in rows[g] for b in r if b["bucket"] == bucket]
+      return statistics.mean(values) if values else None
+    lines = [f"**{title}** (mean over seeds; Δ against {baseline})", "",
+             f"| bucket | {count_name} | {baseline} | "
+             + " | ".join(f"{g} (Δ)" for g in order[1:]) + " |",
+             "|---|---|---|" + "---|" * (len(order) - 1)]
+    for bucket in buckets:
+      count = next(b[count_key] for b in rows[baseline][0] if b["bucket"] == bucket)
+      base = mean(baseline, bucket)
+      cells = []
+      for g in order[1:]:
+        value = mean(g, bucket)
+        cells.append("–" if value is None or base is None else f"{value:.2f} ({value - base:+.2f})")
+      base_text = "–" if base is None else f"{base:.2f}"
+      lines.append(f"| {bucket} | {count} | {base_text} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+  scale = lambda rows: [{**r, "f": 100 * r["f"]} for r in rows]
+  parts = [
+      table("Target-word F-measure (×100) by frequency in the training targets",
+            lambda h: scale(analysis.word_f_by_frequency(h, refs, train_counts)),
+            "reference_words", "f", "reference words"),
+      table("BLEU (tokenized) by source length in tokens",
+            lambda h: analysis.bleu_by_length(h, refs, sources), "sentences", "bleu",
+            "sentences")]
+  for g in order[1:]:
+    base_runs = {r.seed: r for r in groups[baseline] if split in r.hyps}
+    common = sorted(seed for seed in base_runs for r in groups[g] if r.seed == seed
+                    and split in r.hyps)
+    if not common:
+      continue
+    other = next(r for r in groups[g] if r.seed == common[0])
+    shown = analysis.differing_examples(sources, refs, tokenized(base_runs[common[0]]),
+                                        tokenized(other), examples)
+    lines = [f"**Where {g} and {baseline} differ most** (seed {common[0]}, sentence BLEU)", ""]
+    for e in shown:
+      lines += [f"- #{e['index']} ({'win' if e['delta'] > 0 else 'loss'}, "
+                f"{e['delta']:+.1f}): {e['source']}",
+                f"  - reference: {e['reference']}", f"  - {baseline}: {e['baseline']}",
+                f"  - {g}: {e['other']}"]
+    parts.append("\n".join(lines))
+  return "\n\n".join(parts)
 
 
 def plot_all(groups: dict[str, list[Run]], out_dir: Path) -> list[str]:
@@ -273,13 +363,18 @@ def main(argv):
   if doc is not None and (begin not in doc or end not in doc):
     raise ValueError(f"{f.doc!r} has no {begin} ... {end} section")
   out_dir = paths.absolute(f.out_dir)
-  refs = references(str(paths.absolute(f.data_dir)), f.split) if f.data_dir else None
+  convention, source_lang, target_lang = convention_of(runs, f.split)
+  data_dir = str(paths.absolute(f.data_dir)) if f.data_dir else None
+  refs = (texts(data_dir, convention, f.split, target_lang) if data_dir else None)
   plots = plot_all(groups, out_dir)
   rel = Path(os.path.relpath(out_dir, doc_path.parent)) if doc_path else out_dir
   parts = [f"Runs: {len(runs)} in {len(groups)} groups.", bleu_table(groups, f.split)]
   if baseline:
-    parts.append(significance_table(groups, baseline, f.split, refs) or
+    parts.append(significance_table(groups, baseline, f.split, refs, convention) or
                  f"(No run shares a seed with a {baseline!r} run.)")
+  if baseline and data_dir and f.subtle:
+    parts.append(subtle_patterns(groups, baseline, f.split, data_dir, convention,
+                                 source_lang, target_lang))
   parts.append("\n".join(f"![{p}]({rel / p})" for p in plots))
   text = "\n\n".join(parts) + "\n"
   (out_dir / "report.md").write_text(text, encoding="utf-8")
@@ -297,7 +392,9 @@ def console_main() -> None:
   flags.DEFINE_string("baseline", "dropout", "Group the others are compared with; empty "
                       "for no comparison.")
   flags.DEFINE_string("data_dir", None, "Local Multi30K copy, for the references of the "
-                      "paired bootstrap (skipped without it).")
+                      "paired bootstrap and --subtle (skipped without it).")
+  flags.DEFINE_bool("subtle", False, "With --data_dir and a baseline: word F-measure by "
+                    "training frequency, BLEU by source length, and differing examples.")
   flags.DEFINE_string("doc", None, "Markdown file whose report section is replaced.")
   flags.DEFINE_string("section", "grid", "Name of that section.")
   cli.run(main)

@@ -14,8 +14,8 @@ SITES = [f"{stack}_layers_{i}/ffn_block/block_output/{{mech}}_0"
          for stack in ("encoder", "decoder") for i in range(2)]
 
 
-def make_run(root, variant, seed, test_bleu, val_bleu, losses, hyps):
-  """A results folder like homeojax.grid writes."""
+def make_run(root, variant, seed, test_bleu, val_bleu, losses, hyps, convention="raw"):
+  """A results folder like homeojax.grid writes (a `tok` run has no sacreBLEU)."""
   path = root / f"{variant}-seed{seed}"
   path.mkdir(parents=True)
   records = [{"step": 100 * (i + 1), "loss": loss} for i, loss in enumerate(losses)]
@@ -30,7 +30,8 @@ def make_run(root, variant, seed, test_bleu, val_bleu, losses, hyps):
           "counts": [1, 2, 3, 4], "edges": [0, 0.25, 0.5, 0.75, 1.0]}} for s in SITES}
   (path / "test_2016_flickr.beam5.json").write_text(json.dumps({
       "data": "test_2016_flickr", "beam": 5, "seed": seed, "variant": variant,
-      "bleu_tok": test_bleu, "sacrebleu": {"score": test_bleu - 1}, "homeostasis": homeostasis}))
+      "bleu_tok": test_bleu, "homeostasis": homeostasis, "convention": convention,
+      **({"sacrebleu": {"score": test_bleu - 1}} if convention == "raw" else {})}))
   (path / "test_2016_flickr.beam5.hyp.txt").write_text("".join(h + "\n" for h in hyps))
   (path / "run.json").write_text(json.dumps({"name": path.name, "variant": variant,
                                              "seed": seed, "train_seconds": 600 * (seed + 1)}))
@@ -62,7 +63,7 @@ def test_tables_hold_exact_means_stds_and_tests(runs, fake_multi30k):
           "2.00 ± 0.00 | 15.00 ± 7.07 |") in table
   assert "| kwta | 2 | 19.00 ± 0.00 | 21.00 ± 1.41 | 20.00 ± 1.41 | – | 1.50 ± 0.00 |" in table
   assert "| dropout | 2 | 29.50 ± 0.71 | – | – | – |" in report.bleu_table(groups, "validation")
-  refs = report.references(str(fake_multi30k), "test_2016_flickr")
+  refs = report.texts(str(fake_multi30k), "raw", "test_2016_flickr", "de")
   sig = report.significance_table(groups, "dropout", "test_2016_flickr", refs, samples=200)
   row = next(l for l in sig.splitlines() if l.startswith("| kwta |"))
   assert "| -9.50 |" in row and "(seed 0)" in row and "(seed 1)" in row
@@ -103,3 +104,24 @@ def test_empty_baseline_leaves_out_the_comparison(runs, tmp_path):
   out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
   assert "| kwta | 2 |" in out
   assert "Δ sacreBLEU" not in out and "shares a seed" not in out
+
+
+def test_tok_runs_compare_tokenized_bleu_and_show_the_subtle_patterns(fake_multi30k,
+                                                                      tmp_path):
+  refs = [p[1].lower()[:-1] + " ." for p in fake_pairs(30, 2)]  # lc.norm.tok targets.
+  worse = [" ".join(r.split()[:2]) for r in refs]
+  runs = [make_run(tmp_path, "dropout", s, 40 + s, 39, [3.0, 2.0], refs, "tok")
+          for s in (0, 1)]
+  runs += [make_run(tmp_path, "kwta", s, 30, 29, [2.0, 1.0], worse, "tok") for s in (0, 1)]
+  command = [sys.executable, "-m", "homeojax.report", *map(str, runs), "--subtle",
+             f"--out_dir={tmp_path / 'plots'}", f"--data_dir={fake_multi30k}"]
+  out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+  row = next(l for l in out.splitlines() if l.startswith("| kwta | -10.50 |"))
+  assert "Δ BLEU tok. vs dropout" in out and "(n=2)" in row
+  assert all(float(p.split()[0]) < 0.05 for p in row.split("|")[3].split(","))
+  f_table = out.split("**Target-word F-measure")[1].split("**BLEU")[0]
+  f_rows = [l.split(" | ") for l in f_table.splitlines() if l.startswith("| 100-999")]
+  # Dropout's outputs are the references: F 100; kWTA's keep two words of each.
+  assert f_rows and all(r[2] == "100.00" and r[3].split()[1].startswith("(-") for r in f_rows)
+  assert "| 1-9 | 30 | 100.00 |" in out  # Every fake source has 3-7 words and a period.
+  assert "**Where kwta and dropout differ most** (seed 0" in out and "(loss, -" in out
