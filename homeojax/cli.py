@@ -170,6 +170,9 @@ def eval_main() -> None:
                                    "expected_gain (overrides the run's; names the outputs).")
   average = flags.DEFINE_integer("average_last", 1, "Average the parameters (and statistics) "
                                  "of the N newest kept checkpoints up to --checkpoint.")
+  sentences = flags.DEFINE_integer("sentences", 0, "Decode the first N sentences of --split "
+                                   "(0: all), e.g. --split=train --sentences=1000 to "
+                                   "measure memorization.")
   tune = flags.DEFINE_list("tune_alpha", None, "Length-penalty exponents to try on the "
                            "validation split (instead of decoding --split or a file).")
   flags.mark_flag_as_required("workdir")
@@ -199,7 +202,7 @@ def eval_main() -> None:
         reference_tok_file=reference_tok.value, beam=beam.value, alpha=alpha.value,
         penalty=penalty.value,
         local_dir=local_dir.value, output_dir=output.value, tokens_per_batch=tokens.value,
-        eval_scale=eval_scale.value, average_last=average.value)
+        eval_scale=eval_scale.value, average_last=average.value, sentences=sentences.value)
     summary = json.dumps({k: v for k, v in report.items()
                           if k not in ("homeostasis", "hypotheses")}, indent=1)
     if stdin:  # Standard output carries the translations alone.

@@ -23,6 +23,7 @@ from homeojax import config as config_lib
 from homeojax import decode as decode_lib
 from homeojax import checkpoints, diagnostics, experiment, metrics, paths, train_lib
 from homeojax.data import multi30k, tokenizer
+from homeojax.data.batching import Batcher
 from homeojax.layers import HOMEOSTASIS
 from homeojax.experiment import Experiment
 from homeojax.model import Transformer
@@ -221,10 +222,12 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
              penalty: str | None = None,
              local_dir: str | None = None, output_dir: str | None = None,
              tokens_per_batch: int | None = None, eval_scale: str | None = None,
-             average_last: int = 1) -> dict[str, Any]:
-  """Decodes one of a split, a source file or the given `sources` (named `stdin`), and
-  scores it; writes hypotheses and a JSON report; returns the report, whose `hypotheses`
-  (not in the written report) are the translations."""
+             average_last: int = 1, sentences: int = 0) -> dict[str, Any]:
+  """Decodes one of a split (its first `sentences`, if not 0), a source file or the given
+  `sources` (named `stdin`), and scores it; writes hypotheses and a JSON report; returns
+  the report, whose `hypotheses` (not in the written report) are the translations. A
+  split's report also has the teacher-forced `loss` (label-smoothed, as in training) and
+  `accuracy` of its references: with `split="train"`, how well the model fits its data."""
   workdir = paths.absolute(workdir)
   if sum(x is not None for x in (split, source_file, sources)) != 1:
     raise ValueError("give exactly one of split or source_file (--split, --source_file)")
@@ -237,6 +240,10 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
     raise ValueError(f"beam={beam} must be >= 1")
   if tokens_per_batch is not None and tokens_per_batch < 1:
     raise ValueError(f"tokens_per_batch={tokens_per_batch} must be >= 1")
+  if isinstance(sentences, bool) or not isinstance(sentences, int) or sentences < 0:
+    raise ValueError(f"sentences={sentences!r} must be an integer >= 0")
+  if sentences and split is None:
+    raise ValueError(f"sentences={sentences} selects from a split: give --split")
   translator = Translator.from_workdir(workdir, checkpoint, eval_scale, average_last)
   c, step = translator.config, translator.step
   beam = beam or c.decode.beam_size
@@ -244,9 +251,19 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
   penalty = penalty or c.decode.penalty
 
   read = lambda path: multi30k.read_lines(paths.absolute(path)) if path else None
+  forced = {}
   if split is not None:
     texts = split_texts(translator, workdir, split, local_dir)
+    if sentences:
+      texts = {key: column[:sentences] for key, column in texts.items()}
     name = split
+    exp = translator.experiment
+    references = texts[train_lib.text_fields(c.data.convention)[1]]
+    batcher = Batcher(tokenizer.encode(translator.sp, texts["source"]),
+                      tokenizer.encode(translator.sp, references), c.data.tokens_per_batch,
+                      exp.model_cfg.max_len, multiple_of=exp.mesh.shape["data"])
+    forced = exp.teacher_forced(translator.variables["params"],
+                                translator.variables[HOMEOSTASIS], batcher)
   else:
     texts = {"source": list(sources) if sources is not None else read(source_file),
              "target": read(reference_file), "target_tok": read(reference_tok_file)}
@@ -265,12 +282,13 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
              else workdir / "eval" / f"step_{step}")
   out_dir.mkdir(parents=True, exist_ok=True)
   # With --eval_scale, beside (not over) the evaluation as trained.
-  stem = (f"{name}{f'.{eval_scale}' if eval_scale else ''}"
+  stem = (f"{name}{f'.first{sentences}' if sentences else ''}"
+          f"{f'.{eval_scale}' if eval_scale else ''}"
           f"{f'.avg{average_last}' if average_last > 1 else ''}.beam{beam}")
   (out_dir / f"{stem}.hyp.txt").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
   report: dict[str, Any] = {
       "workdir": str(workdir), "step": step, "checkpoint": checkpoint, "data": name,
-      "sentences": len(hyps), "beam": beam, "alpha": alpha, "penalty": penalty,
+      "sentences": len(hyps), **forced, "beam": beam, "alpha": alpha, "penalty": penalty,
       "decode_seconds": seconds,
       "variant": c.variant, "seed": c.seed, "eval_scale": eval_scale,
       "averaged_steps": list(translator.averaged_steps), "convention": c.data.convention,

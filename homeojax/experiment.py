@@ -152,6 +152,20 @@ class Experiment:
     """The pure eval step `(params, homeostasis, batch) -> sums` (not jitted)."""
     return make_eval_step(self.model, self.config.optim.label_smoothing)
 
+  @functools.cached_property
+  def _jitted_eval_step(self) -> Callable:
+    return jax.jit(self.eval_step())
+
+  def teacher_forced(self, params: Any, homeostasis: Any, batcher: Batcher) -> dict[str, float]:
+    """The per-token loss (label-smoothed as in training) and accuracy of predicting
+    every target of `batcher` from its reference prefix, with frozen statistics."""
+    sums = {"loss": 0.0, "correct": 0.0, "tokens": 0.0}
+    for batch in batcher.eval_batches():
+      out = self._jitted_eval_step(params, homeostasis,
+                                   sharding.shard_batch(batch, self.mesh))
+      sums = {k: sums[k] + float(v) for k, v in out.items()}
+    return {"loss": sums["loss"] / sums["tokens"], "accuracy": sums["correct"] / sums["tokens"]}
+
   def _init(self) -> TrainState:
     variables = self.model.init(jax.random.PRNGKey(self.config.seed), self._dummy, self._dummy)
     params = variables["params"]

@@ -124,6 +124,21 @@ def bleu_table(groups: dict[str, list[Run]], split: str) -> str:
   return "\n".join(lines)
 
 
+def memorization_table(groups: dict[str, list[Run]], split: str) -> str:
+  """Fit to the training data (`eval.py --split=train --sentences=N`: BLEU and the
+  teacher-forced loss) beside `split`'s, mean ± std over seeds; empty if no run has it."""
+  if not any("train" in r.evals for runs in groups.values() for r in runs):
+    return ""
+  lines = [f"| variant | seeds | train-subset BLEU tok. | train-subset loss | {split} BLEU "
+           f"tok. | {split} loss |", "|---|---|---|---|---|---|"]
+  for group, runs in groups.items():
+    cell = lambda data, key: mean_std([r.evals[data].get(key) if data in r.evals else None
+                                       for r in runs])
+    lines.append(f"| {group} | {len(runs)} | {cell('train', 'bleu_tok')} | "
+                 f"{cell('train', 'loss')} | {cell(split, 'bleu_tok')} | {cell(split, 'loss')} |")
+  return "\n".join(lines)
+
+
 def texts(data_dir: str, kind: str, split: str, lang: str) -> list[str]:
   """A split's sentences in one language, `raw` or `tok` (lc.norm.tok), from the local copy."""
   from homeojax.data import multi30k  # pylint: disable=import-outside-toplevel
@@ -369,6 +384,7 @@ def main(argv):
   plots = plot_all(groups, out_dir)
   rel = Path(os.path.relpath(out_dir, doc_path.parent)) if doc_path else out_dir
   parts = [f"Runs: {len(runs)} in {len(groups)} groups.", bleu_table(groups, f.split)]
+  parts += [t for t in (memorization_table(groups, f.split),) if t]
   if baseline:
     parts.append(significance_table(groups, baseline, f.split, refs, convention) or
                  f"(No run shares a seed with a {baseline!r} run.)")

@@ -125,7 +125,6 @@ def _train(c: ml_collections.ConfigDict, workdir: Path, stop: process.StopSignal
     print(f"{len(train_ids[0])} training pairs ({batcher.dropped} longer than "
           f"{c.data.max_len} tokens dropped), {len(batcher)} batches per epoch")
   train_steps = exp.compile_train_steps(state, shardings, batcher)
-  eval_step = jax.jit(exp.eval_step())
   mechanisms = exp.mechanisms
   decaying = any(m.decays() for m in mechanisms.values())
   next_epoch = jax.jit(lambda s: s.replace(homeostasis=end_epoch(s.homeostasis, mechanisms)),
@@ -139,10 +138,7 @@ def _train(c: ml_collections.ConfigDict, workdir: Path, stop: process.StopSignal
                          multiple_of=mesh.shape["data"])
 
   def evaluate(state: TrainState) -> dict:
-    sums = {"loss": 0.0, "correct": 0.0, "tokens": 0.0}
-    for batch in eval_batcher.eval_batches():
-      out = eval_step(state.params, state.homeostasis, sharding.shard_batch(batch, mesh))
-      sums = {k: sums[k] + float(v) for k, v in out.items()}
+    forced = exp.teacher_forced(state.params, state.homeostasis, eval_batcher)
     n = c.data.eval_sentences or len(sources)
     best = decode_lib.translate_split(
         model, {"params": state.params, HOMEOSTASIS: state.homeostasis}, sources[:n],
@@ -152,8 +148,7 @@ def _train(c: ml_collections.ConfigDict, workdir: Path, stop: process.StopSignal
     texts = data.texts[split]
     bleu = metrics.bleu_scores(hyps, texts["target"][:n], texts["target_tok"][:n],
                                c.data.target_lang, c.data.convention)
-    return {"eval_loss": sums["loss"] / sums["tokens"],
-            "eval_accuracy": sums["correct"] / sums["tokens"],
+    return {"eval_loss": forced["loss"], "eval_accuracy": forced["accuracy"],
             "eval_bleu": bleu["sacrebleu"]["score"] if "sacrebleu" in bleu else bleu["bleu_tok"],
             "eval_bleu_tok": bleu["bleu_tok"]}
 

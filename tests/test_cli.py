@@ -130,6 +130,23 @@ def test_checkpoint_averaging_averages_params_and_statistics(trained_run):
 
 
 @USES_TRAINED_RUN
+def test_eval_reports_the_teacher_forced_loss_and_decodes_a_train_subset(trained_run):
+  workdir = trained_run.workdir
+  last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+  val = eval_lib.evaluate(workdir, split="validation", beam=1, output_dir=str(workdir / "m"))
+  assert val["loss"] == pytest.approx(last["eval_loss"], rel=1e-5)  # Training's, same step.
+  assert val["accuracy"] == pytest.approx(last["eval_accuracy"], rel=1e-5)
+  train = eval_lib.evaluate(workdir, split="train", sentences=10, beam=1,
+                            output_dir=str(workdir / "m"))
+  assert train["sentences"] == 10 and train["loss"] > 0 and 0 <= train["accuracy"] <= 1
+  assert (workdir / "m" / "train.first10.beam1.json").is_file()
+  for kwargs, message in (({"split": "train", "sentences": -1}, "sentences=-1"),
+                          ({"sources": ["A dog."], "sentences": 5}, "give --split")):
+    with pytest.raises(ValueError, match=message):
+      eval_lib.evaluate(workdir, **kwargs)
+
+
+@USES_TRAINED_RUN
 def test_alpha_is_tuned_on_validation(trained_run):
   result = eval_lib.tune_alpha(trained_run.workdir, [0.0, 1.0], beam=2)
   assert result["split"] == "validation" and [r["alpha"] for r in result["rows"]] == [0.0, 1.0]

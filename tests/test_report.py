@@ -113,11 +113,16 @@ def test_tok_runs_compare_tokenized_bleu_and_show_the_subtle_patterns(fake_multi
   runs = [make_run(tmp_path, "dropout", s, 40 + s, 39, [3.0, 2.0], refs, "tok")
           for s in (0, 1)]
   runs += [make_run(tmp_path, "kwta", s, 30, 29, [2.0, 1.0], worse, "tok") for s in (0, 1)]
+  for i, path in enumerate(runs):  # eval.py --split=train --sentences=10: the fit to data.
+    (path / "train.first10.beam5.json").write_text(json.dumps({
+        "data": "train", "beam": 5, "seed": i % 2, "bleu_tok": 50 + 10 * (i // 2) + i % 2,
+        "loss": 1.0 - 0.5 * (i // 2), "convention": "tok", "homeostasis": {}}))
   command = [sys.executable, "-m", "homeojax.report", *map(str, runs), "--subtle",
              f"--out_dir={tmp_path / 'plots'}", f"--data_dir={fake_multi30k}"]
   out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
   row = next(l for l in out.splitlines() if l.startswith("| kwta | -10.50 |"))
   assert "Δ BLEU tok. vs dropout" in out and "(n=2)" in row
+  assert "| kwta | 2 | 60.50 ± 0.71 | 0.50 ± 0.00 | 30.00 ± 0.00 | – |" in out  # Memorization.
   assert all(float(p.split()[0]) < 0.05 for p in row.split("|")[3].split(","))
   f_table = out.split("**Target-word F-measure")[1].split("**BLEU")[0]
   f_rows = [l.split(" | ") for l in f_table.splitlines() if l.startswith("| 100-999")]
