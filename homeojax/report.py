@@ -139,6 +139,30 @@ def memorization_table(groups: dict[str, list[Run]], split: str) -> str:
   return "\n".join(lines)
 
 
+def homeostasis_table(groups: dict[str, list[Run]], split: str) -> str:
+  """Per group, from `split`'s evaluation (the statistics at the end of training), over
+  the sites of its kWTA and RFB-kWTA mechanisms: the duty-cycle entropy ratio (mean and
+  lowest site), the share of features whose boost sits at the clip (mean and highest
+  site) and the realised sparsity; mean over seeds. Empty if no group has such sites."""
+  lines = ["| variant | sites | entropy ratio (mean) | entropy ratio (lowest) | at clip "
+           "(mean) | at clip (highest) | realised sparsity |", "|---|---|---|---|---|---|---|"]
+  for group, runs in groups.items():
+    per_run = [[e for path, e in r.evals[split]["homeostasis"].items()
+                if path.rsplit("/", 1)[-1].rsplit("_", 1)[0] in ("kwta", "rfb_kwta")]
+               for r in runs if split in r.evals]
+    per_run = [entries for entries in per_run if entries]
+    if not per_run:
+      continue
+    def stat(key, reduce):
+      values = [reduce([e[key] for e in entries]) for entries in per_run
+                if all(key in e for e in entries)]
+      return mean_std(values)
+    lines.append(f"| {group} | {len(per_run[0])} | {stat('entropy_ratio', np.mean)} | "
+                 f"{stat('entropy_ratio', min)} | {stat('clip_share', np.mean)} | "
+                 f"{stat('clip_share', max)} | {stat('realised_sparsity', np.mean)} |")
+  return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def texts(data_dir: str, kind: str, split: str, lang: str) -> list[str]:
   """A split's sentences in one language, `raw` or `tok` (lc.norm.tok), from the local copy."""
   from homeojax.data import multi30k  # pylint: disable=import-outside-toplevel
@@ -384,7 +408,8 @@ def main(argv):
   plots = plot_all(groups, out_dir)
   rel = Path(os.path.relpath(out_dir, doc_path.parent)) if doc_path else out_dir
   parts = [f"Runs: {len(runs)} in {len(groups)} groups.", bleu_table(groups, f.split)]
-  parts += [t for t in (memorization_table(groups, f.split),) if t]
+  parts += [t for t in (memorization_table(groups, f.split),
+                        homeostasis_table(groups, f.split)) if t]
   if baseline:
     parts.append(significance_table(groups, baseline, f.split, refs, convention) or
                  f"(No run shares a seed with a {baseline!r} run.)")

@@ -63,6 +63,9 @@ def test_tables_hold_exact_means_stds_and_tests(runs, fake_multi30k):
           "2.00 ± 0.00 | 15.00 ± 7.07 |") in table
   assert "| kwta | 2 | 19.00 ± 0.00 | 21.00 ± 1.41 | 20.00 ± 1.41 | – | 1.50 ± 0.00 |" in table
   assert "| dropout | 2 | 29.50 ± 0.71 | – | – | – |" in report.bleu_table(groups, "validation")
+  homeostasis = report.homeostasis_table(groups, "test_2016_flickr")
+  assert "| kwta | 4 | 0.90 ± 0.00 | 0.90 ± 0.00 | – | – | – |" in homeostasis
+  assert "| dropout |" not in homeostasis and "| rfb_kwta_dropout | 4 |" in homeostasis
   refs = report.texts(str(fake_multi30k), "raw", "test_2016_flickr", "de")
   sig = report.significance_table(groups, "dropout", "test_2016_flickr", refs, samples=200)
   row = next(l for l in sig.splitlines() if l.startswith("| kwta |"))
