@@ -1,4 +1,4 @@
-"""Issue 26's pre-registered exploration (docs/results.md, "v2: the exploration"): the
+"""Issue 26's pre-registered exploration (docs/results.md, "Version 2", stage 1): the
 literature recipe (configs/literature.py) on a reduced budget, one arm per setting,
 validation only.
 
@@ -9,8 +9,6 @@ on, at the sublayer outputs, before the recipe's dropout 0.3). Score each with
 """
 
 from homeojax.configs import literature
-
-_RFB = "rfb_kwta, dropout"  # RFB-kWTA (its group's options), then dropout.
 
 # Each arm: the literature variant it starts from, and its config overrides.
 ARMS: dict[str, tuple[str, dict]] = {

@@ -106,18 +106,24 @@ def _run_logged(command: list[str], log: Path) -> float:
 
 
 def execute(run: Run, config: str, sets: list[tuple[str, str]], runs_dir: Path,
-            results_dir: Path, split: str, beam: int, average_last: int = 1) -> dict:
-  """Trains and evaluates one run, copies its outputs; returns its `run.json` record."""
+            results_dir: Path, split: str, beam: int, average_last: int = 1,
+            train_sentences: int = 0) -> dict:
+  """Trains and evaluates one run (on `split` and, if `train_sentences`, on that many
+  training pairs), copies its outputs; returns its `run.json` record."""
   workdir = runs_dir / run.name
   workdir.mkdir(parents=True, exist_ok=True)
   train = [*COMMAND, "train", f"--config={config}:{run.variant}",
            f"--workdir={workdir}", f"--config.seed={run.seed}", "--progress=false"]
   train += [f"--config.{k}={v}" for k, v in (*sets, *run.overrides)]
-  evaluate = [*COMMAND, "eval", f"--workdir={workdir}", f"--split={split}",
-              f"--beam={beam}", f"--average_last={average_last}",
-              f"--output_dir={workdir / 'final'}"]
+  evaluation = lambda data, *more: [
+      *COMMAND, "eval", f"--workdir={workdir}", f"--split={data}", *more, f"--beam={beam}",
+      f"--average_last={average_last}", f"--output_dir={workdir / 'final'}"]
+  evaluate = evaluation(split)
   train_seconds = _run_logged(train, workdir / "train.log")
   eval_seconds = _run_logged(evaluate, workdir / "eval.log")
+  if train_sentences:
+    eval_seconds += _run_logged(evaluation("train", f"--sentences={train_sentences}"),
+                                workdir / "eval.log")
   out = results_dir / run.name
   out.mkdir(parents=True, exist_ok=True)
   for name in COPIED:
@@ -164,7 +170,7 @@ def main(argv: list[str]) -> None:
     if done or f.dry_run:
       continue
     record = execute(run, config, sets, runs_dir, results_dir, f.split, f.beam,
-                     f.average_last)
+                     f.average_last, f.train_sentences)
     print(f"  finished in {record['train_seconds'] / 60:.1f} + "
           f"{record['eval_seconds'] / 60:.1f} min", flush=True)
     if f.commit:
@@ -188,6 +194,8 @@ def console_main() -> None:
   flags.DEFINE_integer("beam", 5, "Beam size of the final evaluation.")
   flags.DEFINE_integer("average_last", 1, "The final evaluation averages the last N "
                        "checkpoints.")
+  flags.DEFINE_integer("train_sentences", 0, "Also evaluate the first N training pairs "
+                       "(memorization: BLEU and loss on data the model was fit to).")
   flags.DEFINE_bool("commit", False, "git-commit each finished run's results folder.")
   flags.DEFINE_bool("dry_run", False, "Print the runs and their state; run nothing.")
   flags.mark_flags_as_required(["config", "variants", "runs_dir", "results_dir"])

@@ -63,8 +63,11 @@ def test_runs_train_and_evaluate_through_the_installed_commands(tmp_path, monkey
     (workdir / name).write_text("")
   (workdir / "final").mkdir()
   record = grid.execute(grid.Run("dropout", 0), "/c/tiny.py", [("data.local_dir", "d ü")],
-                        tmp_path / "rüns", tmp_path / "res", "validation", 5)
-  train, evaluate = calls
+                        tmp_path / "rüns", tmp_path / "res", "validation", 5, 3, 100)
+  train, evaluate, fit = calls
+  assert evaluate[4:] == [f"--workdir={workdir}", "--split=validation", "--beam=5",
+                          "--average_last=3", f"--output_dir={workdir / 'final'}"]
+  assert fit[4:] == [evaluate[4], "--split=train", "--sentences=100", *evaluate[6:]]
   assert train[:4] == [sys.executable, "-m", "homeojax.cli", "train"]
   assert evaluate[:4] == [sys.executable, "-m", "homeojax.cli", "eval"]
   assert f"--workdir={workdir}" in train and "--config.data.local_dir=d ü" in train
