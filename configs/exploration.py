@@ -53,3 +53,25 @@ def get_config(arm: str = "dropout"):
   c.optim.warmup_steps = 375  # A quarter of the updates warm up, as in the recipe.
   c.keep_checkpoints = 5  # The last 5 epochs, for eval.py --average_last=5.
   return c
+
+
+def select(scores: dict[str, float]) -> dict[str, str | None]:
+  """The pre-registered selection (docs/results.md) from validation BLEU per run name (an
+  arm, or an arm with a dropout rate from stage 1b, e.g. `rfb_magnitude-rate0.2`): the
+  best boosted RFB-kWTA + dropout run, the best Smart Inhibition arm, and whether plain
+  kWTA + dropout (`rfb_beta0`) beat every boosted run. Ties go to the arm listed first in
+  `ARMS`, then to the recipe's rate; None where no such run has a score."""
+  order = {arm: i for i, arm in enumerate(ARMS)}
+  def rank(name):
+    arm, _, rate = name.partition("-rate")
+    if arm not in order:
+      raise ValueError(f"run {name!r} is not an arm of {tuple(ARMS)} (with -rateR)")
+    return (-scores[name], order[arm], rate != "")
+  def best(names):
+    return min(names, key=rank) if names else None
+  boosted = [n for n in scores if n.startswith("rfb") and not n.startswith("rfb_beta0")]
+  rfb = best(boosted)
+  beta0 = [scores[n] for n in scores if n.startswith("rfb_beta0")]
+  return {"rfb_kwta_dropout": rfb,
+          "smart_inhibition": best([n for n in scores if n.startswith("si_")]),
+          "boost_does_not_help": bool(rfb and beta0 and max(beta0) > scores[rfb])}

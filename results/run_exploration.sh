@@ -13,7 +13,23 @@ RUNS=${RUNS:-runs}
 RESULTS=${RESULTS:-results}
 ARMS=dropout,rfb,rfb_magnitude,rfb_ffn_hidden,rfb_layer_output,rfb_s0.1,rfb_s0.7
 ARMS+=,rfb_attn_weights,rfb_beta0,rfb_beta4,rfb_raw,si_s0.3_beta1,si_s0.3_beta4,si_s0.1_beta1
-python -m homeojax.grid --config=configs/exploration.py --variants="$ARMS" --seeds=0 \
-  --runs_dir="$RUNS/exploration" --results_dir="$RESULTS/exploration" \
-  --split=validation --beam=5 --average_last=5 \
-  "--set=data.local_dir=$DATA" "--set=data.tfds_dir=$RUNS/tfds"
+COMMON=(--config=configs/exploration.py --seeds=0 --runs_dir="$RUNS/exploration"
+        --results_dir="$RESULTS/exploration" --split=validation --beam=5 --average_last=5
+        "--set=data.local_dir=$DATA" "--set=data.tfds_dir=$RUNS/tfds")
+python -m homeojax.grid "${COMMON[@]}" --variants="$ARMS"
+
+# The selection rule (configs/exploration.py `select`) on every finished run.
+selection() {
+  python - "$RESULTS/exploration" <<'PY'
+import json, pathlib, sys
+from homeojax.configs import exploration
+scores = {p.parent.name.removesuffix("-seed0"): json.loads(p.read_text())["bleu_tok"]
+          for p in pathlib.Path(sys.argv[1]).glob("*-seed0/validation.avg5.beam5.json")}
+print(json.dumps(exploration.select(scores)))
+PY
+}
+# Stage 1b: dropout at 0.1 and 0.2 for the dropout arm and the best RFB-kWTA arm.
+BEST=$(selection | python -c "import json, sys; print(json.load(sys.stdin)['rfb_kwta_dropout'])")
+python -m homeojax.grid "${COMMON[@]}" --variants="dropout,$BEST" \
+  --sweep=mechanisms.dropout.rate=0.1,0.2
+selection | tee "$RESULTS/exploration/selection.json"

@@ -75,3 +75,20 @@ def test_every_arm_is_valid_on_the_reduced_budget_and_validates_the_name():
     assert c.variant == arm and set(c.sites.encoder) == set(SITE_NAMES)
   with pytest.raises(ValueError, match="arm='rfb_s0.3'"):
     exploration.get_config("rfb_s0.3")
+
+
+def test_selection_follows_the_pre_registered_rule():
+  scores = {"dropout": 30.0, "rfb": 29.5, "rfb_magnitude": 30.2, "rfb_ffn_hidden": 30.2,
+            "rfb_beta0": 30.1, "si_s0.3_beta1": 28.0, "si_s0.1_beta1": 28.4,
+            "rfb_magnitude-rate0.2": 30.2}
+  # A tie goes to the arm listed first (rfb_magnitude before rfb_ffn_hidden), then to the
+  # recipe's rate; rfb_beta0 (kWTA + dropout) is never the RFB-kWTA choice.
+  assert exploration.select(scores) == {"rfb_kwta_dropout": "rfb_magnitude",
+                                        "smart_inhibition": "si_s0.1_beta1",
+                                        "boost_does_not_help": False}
+  scores["rfb_beta0"] = 31.0
+  assert exploration.select(scores)["boost_does_not_help"] is True
+  assert exploration.select({"dropout": 1.0}) == {
+      "rfb_kwta_dropout": None, "smart_inhibition": None, "boost_does_not_help": False}
+  with pytest.raises(ValueError, match="run 'rfb_s0.3' is not an arm"):
+    exploration.select({"rfb_s0.3": 1.0})
