@@ -3,8 +3,21 @@
 import pytest
 
 from homeojax import config as config_lib
-from homeojax.configs import exploration, literature
+from homeojax.configs import confirmation, exploration, literature
 from homeojax.model import SITE_NAMES
+
+
+def flat(c) -> dict:
+  """A config as `{dotted.field: value}`."""
+  out = {}
+  def walk(prefix, d):
+    for key, value in d.items():
+      if isinstance(value, dict):
+        walk(f"{prefix}{key}.", value)
+      else:
+        out[prefix + key] = value
+  walk("", c.to_dict())
+  return out
 
 
 def site_chains(c) -> dict[str, str]:
@@ -29,18 +42,7 @@ def test_literature_moves_attention_chains_to_the_embeddings():
 
 
 def changed(arm: str, reference: str) -> dict[str, tuple]:
-  """The config fields (flattened) where `arm` differs from `reference`, ignoring the
-  variant's name."""
-  def flat(c):
-    items = {}
-    def walk(prefix, d):
-      for key, value in d.items():
-        if isinstance(value, dict):
-          walk(f"{prefix}{key}.", value)
-        else:
-          items[prefix + key] = value
-    walk("", c.to_dict())
-    return items
+  """The config fields where `arm` differs from `reference`, but the variant's name."""
   a, b = flat(exploration.get_config(arm)), flat(exploration.get_config(reference))
   return {k: (a[k], b[k]) for k in a if a[k] != b[k] and k != "variant"}
 
@@ -92,3 +94,42 @@ def test_selection_follows_the_pre_registered_rule():
       "rfb_kwta_dropout": None, "smart_inhibition": None, "boost_does_not_help": False}
   with pytest.raises(ValueError, match="run 'rfb_s0.3' is not an arm"):
     exploration.select({"rfb_s0.3": 1.0})
+
+
+@pytest.mark.parametrize("role, rfb_run, si_arm", [
+    ("kwta", "rfb_magnitude-rate0.2", None), ("rfb_kwta_dropout", "rfb_layer_output", None),
+    ("rfb_kwta_dropout", "rfb_s0.7-rate0.1", None), ("smart_inhibition", None, "si_s0.3_beta4"),
+    ("rfb_kwta_smart_inhibition", "rfb_ffn_hidden", "si_s0.3_beta4")])
+def test_confirmation_roles_are_the_literature_recipe_but_for_mechanisms(role, rfb_run,
+                                                                        si_arm):
+  c = confirmation.build(role, rfb_run, si_arm)
+  base = flat(literature.get_config("dropout"))
+  assert {k for k, v in flat(c).items() if base[k] != v} <= {
+      k for k in base if k.startswith(("sites.", "mechanisms.")) or k == "variant"}
+  chains = site_chains(c)
+  names = {m.split("(")[0] for text in chains.values() for m in text.split(", ")
+           if "(" in m}
+  expected = {"kwta": {"kwta"}, "rfb_kwta_dropout": {"rfb_kwta", "dropout"},
+              "smart_inhibition": {"smart_inhibition"},
+              "rfb_kwta_smart_inhibition": {"rfb_kwta", "smart_inhibition"}}[role]
+  assert names == expected and c.variant == role
+
+
+def test_confirmation_takes_each_selected_setting():
+  kwta = site_chains(confirmation.build("kwta", "rfb_magnitude-rate0.2", None))
+  assert kwta["encoder.block_output"] == (
+      "kwta(sparsity=0.5, period=1000, method='exact', by='magnitude')")
+  rate = confirmation.build("rfb_kwta_dropout", "rfb_s0.7-rate0.1", None)
+  assert (rate.mechanisms.dropout.rate, rate.mechanisms.rfb_kwta.sparsity) == (0.1, 0.7)
+  both = confirmation.build("rfb_kwta_smart_inhibition", "rfb_ffn_hidden", "si_s0.3_beta4")
+  assert (both.mechanisms.smart_inhibition.sparsity, both.mechanisms.smart_inhibition.beta) \
+      == (0.3, 4.0)
+  assert site_chains(confirmation.build("dropout", None, None)) == site_chains(
+      literature.get_config("dropout"))
+
+
+def test_confirmation_needs_the_selection():
+  with pytest.raises(ValueError, match="variant='kwta' needs stage 1's selection"):
+    confirmation.build("kwta", None, "si_s0.3_beta1")
+  with pytest.raises(ValueError, match="variant='nope' is not one of"):
+    confirmation.build("nope", "rfb", "si_s0.3_beta1")

@@ -1,0 +1,65 @@
+"""Issue 26's confirmation (docs/results.md, "Version 2", stage 2): the paper's variants on
+the full literature recipe, built from the arms stage 1 selected.
+
+Variant: `--config=configs/confirmation.py:rfb_kwta_dropout` (default `dropout`), one of
+`ROLES`. `SELECTED` holds stage 1's choice (`results/exploration/selection.json`); until it
+is filled in, only `classic` and `dropout` (the literature recipe's own) can be built.
+Evaluate as the baseline: `eval.py --split=test_2016_flickr --average_last=10`.
+"""
+
+from homeojax.configs import exploration, literature
+from homeojax.mechanisms import parse_chain
+
+ROLES = ("classic", "dropout", "kwta", "rfb_kwta_dropout", "smart_inhibition",
+         "rfb_kwta_smart_inhibition")
+# Stage 1's choice: the RFB-kWTA + dropout run (an arm, or `ARM-rateR` from stage 1b) and
+# the Smart Inhibition arm.
+SELECTED: dict[str, str | None] = {"rfb_kwta_dropout": None, "smart_inhibition": None}
+
+
+def _renamed(chain: str, names: dict[str, str]) -> str:
+  """A chain of bare mechanism names (options come from the config's groups) with each
+  name of `names` replaced by its value (dropped if that is empty)."""
+  if "(" in chain:
+    raise ValueError(f"chain {chain!r} names options; the confirmation expects bare names")
+  renamed = [names.get(m.name, m.name) for m in parse_chain(chain)]
+  return ", ".join(name for name in renamed if name)
+
+
+def build(role: str, rfb_run: str | None, si_arm: str | None):
+  """The config of `role` with the full literature budget, from the selected RFB-kWTA +
+  dropout run (an arm, or `ARM-rateR`) and Smart Inhibition arm of stage 1."""
+  if role not in ROLES:
+    raise ValueError(f"variant={role!r} is not one of {ROLES}")
+  if role in ("classic", "dropout"):
+    return literature.get_config(role)
+  needed = {"smart_inhibition": (si_arm,),
+            "rfb_kwta_smart_inhibition": (rfb_run, si_arm)}.get(role, (rfb_run,))
+  if not all(needed):
+    raise ValueError(f"variant={role!r} needs stage 1's selection: fill in "
+                     "configs/confirmation.py SELECTED from results/exploration/selection.json")
+  arm, _, rate = (si_arm if role == "smart_inhibition" else rfb_run).partition("-rate")
+  c = exploration.get_config(arm)
+  if rate:
+    c.mechanisms.dropout.rate = float(rate)
+  names = {}
+  if role == "kwta":  # The selected winners, without boost, and no dropout anywhere.
+    for option in ("sparsity", "period", "method", "by"):
+      c.mechanisms.kwta[option] = c.mechanisms.rfb_kwta[option]
+    names = {"rfb_kwta": "kwta", "dropout": ""}
+  elif role == "rfb_kwta_smart_inhibition":  # The selected Smart Inhibition for dropout.
+    c.mechanisms.smart_inhibition = exploration.get_config(si_arm).mechanisms.smart_inhibition
+    names = {"dropout": "smart_inhibition"}
+  for stack in ("encoder", "decoder"):
+    for site, chain in c.sites[stack].items():
+      c.sites[stack][site] = _renamed(chain, names)
+  full = literature.get_config()
+  for field in ("num_train_steps", "checkpoint_every", "keep_checkpoints", "eval_every"):
+    c[field] = full[field]
+  c.optim.warmup_steps = full.optim.warmup_steps
+  c.variant = role
+  return c
+
+
+def get_config(role: str = "dropout"):
+  return build(role, SELECTED["rfb_kwta_dropout"], SELECTED["smart_inhibition"])
