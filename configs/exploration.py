@@ -1,6 +1,8 @@
 """Issue 26's pre-registered exploration (docs/results.md, "Version 2", stage 1): the
 literature recipe (configs/literature.py) on a reduced budget, one arm per setting,
-validation only.
+validation only. The budget is the recipe's first 5000 batches, its schedule unchanged
+(the inverse-sqrt rate does not depend on the length of the run), so an arm's run is the
+start of the same arm's full run and can be resumed into it.
 
 Arm: `--config=configs/exploration.py:rfb_magnitude` (default `dropout`). Every RFB-kWTA
 arm changes one thing from `rfb` (RFB-kWTA by value, s 0.5, beta 1, boosted values passed
@@ -49,8 +51,7 @@ def get_config(arm: str = "dropout"):
   c.mechanisms.rfb_kwta.sparsity = 0.5  # The centre's s: its threshold is near 0, not below.
   for field, value in overrides.items():
     _set(c, field, value)
-  c.num_train_steps = 3_000  # Batches: 1500 updates, 19 epochs (the recipe: 16,000).
-  c.optim.warmup_steps = 375  # A quarter of the updates warm up, as in the recipe.
+  c.num_train_steps = 5_000  # The recipe's first 5000 of 16,000 batches (2500 updates).
   c.keep_checkpoints = 5  # The last 5 epochs, for eval.py --average_last=5.
   return c
 

@@ -73,7 +73,9 @@ def test_every_arm_is_valid_on_the_reduced_budget_and_validates_the_name():
   for arm in exploration.ARMS:
     c = exploration.get_config(arm)
     config_lib.validate(c)
-    assert (c.num_train_steps, c.optim.warmup_steps, c.keep_checkpoints) == (3000, 375, 5)
+    full = literature.get_config()
+    assert (c.num_train_steps, c.keep_checkpoints) == (5000, 5)
+    assert c.optim == full.optim and c.checkpoint_every == full.checkpoint_every
     assert c.variant == arm and set(c.sites.encoder) == set(SITE_NAMES)
   with pytest.raises(ValueError, match="arm='rfb_s0.3'"):
     exploration.get_config("rfb_s0.3")
