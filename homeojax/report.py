@@ -410,7 +410,7 @@ def main(argv):
   parts = [f"Runs: {len(runs)} in {len(groups)} groups.", bleu_table(groups, f.split)]
   parts += [t for t in (memorization_table(groups, f.split),
                         homeostasis_table(groups, f.split)) if t]
-  if baseline:
+  if baseline and len(groups) > 1:
     parts.append(significance_table(groups, baseline, f.split, refs, convention) or
                  f"(No run shares a seed with a {baseline!r} run.)")
   if baseline and data_dir and f.subtle:
