@@ -240,14 +240,15 @@ def subtle_patterns(groups: dict[str, list[Run]], baseline: str, split: str, dat
     return hyps if convention == "tok" else [metrics.moses_tokenize(h, target_lang)
                                              for h in hyps]
 
-  scored = {g: [tokenized(r) for r in runs if split in r.hyps] for g, runs in groups.items()}
-  scored = {g: hyps for g, hyps in scored.items() if hyps}
+  scored = {g: {r.seed: tokenized(r) for r in runs if split in r.hyps}  # Group -> seed -> hyps.
+            for g, runs in groups.items()}
+  scored = {g: by_seed for g, by_seed in scored.items() if by_seed}
   if baseline not in scored or len(scored) < 2:
     return ""
   order = [baseline] + [g for g in scored if g != baseline]
 
   def table(title: str, per_run, count_key: str, value_key: str, count_name: str) -> str:
-    rows = {g: [per_run(h) for h in scored[g]] for g in order}  # Group -> seeds -> buckets.
+    rows = {g: [per_run(h) for h in scored[g].values()] for g in order}  # Seeds' buckets.
     buckets = list(dict.fromkeys(b["bucket"] for runs in rows.values() for r in runs
                                  for b in r))
     def mean(g, bucket):
@@ -277,14 +278,11 @@ def subtle_patterns(groups: dict[str, list[Run]], baseline: str, split: str, dat
             lambda h: analysis.bleu_by_length(h, refs, sources), "sentences", "bleu",
             "sentences")]
   for g in order[1:]:
-    base_runs = {r.seed: r for r in groups[baseline] if split in r.hyps}
-    common = sorted(seed for seed in base_runs for r in groups[g] if r.seed == seed
-                    and split in r.hyps)
+    common = sorted(scored[baseline].keys() & scored[g].keys())
     if not common:
       continue
-    other = next(r for r in groups[g] if r.seed == common[0])
-    shown = analysis.differing_examples(sources, refs, tokenized(base_runs[common[0]]),
-                                        tokenized(other), examples)
+    shown = analysis.differing_examples(sources, refs, scored[baseline][common[0]],
+                                        scored[g][common[0]], examples)
     lines = [f"**Where {g} and {baseline} differ most** (seed {common[0]}, sentence BLEU)", ""]
     for e in shown:
       lines += [f"- #{e['index']} ({'win' if e['delta'] > 0 else 'loss'}, "
