@@ -264,7 +264,8 @@ def subtle_patterns(groups: dict[str, list[Run]], baseline: str, split: str, dat
       cells = []
       for g in order[1:]:
         value = mean(g, bucket)
-        cells.append("–" if value is None or base is None else f"{value:.2f} ({value - base:+.2f})")
+        cells.append("–" if value is None or base is None
+                     else f"{value:.2f} ({value - base:+.2f})")
       base_text = "–" if base is None else f"{base:.2f}"
       lines.append(f"| {bucket} | {count} | {base_text} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
