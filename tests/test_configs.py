@@ -135,3 +135,19 @@ def test_confirmation_needs_the_selection():
     confirmation.build("kwta", None, "si_s0.3_beta1")
   with pytest.raises(ValueError, match="variant='nope' is not one of"):
     confirmation.build("nope", "rfb", "si_s0.3_beta1")
+
+
+@pytest.mark.parametrize("role, run", [("rfb_kwta_dropout", "rfb_s0.7-rate0.1"),
+                                       ("rfb_kwta_dropout", "rfb"),
+                                       ("smart_inhibition", "si_s0.1_beta1")])
+def test_a_selected_role_continues_its_exploration_run(role, run):
+  """Only the budget differs, so results/run_confirmation.sh may resume the arm's run."""
+  arm, _, rate = run.partition("-rate")
+  explored = exploration.get_config(arm)
+  if rate:
+    explored.mechanisms.dropout.rate = float(rate)
+  confirmed = confirmation.build(role, run, run)
+  before, after = flat(explored), flat(confirmed)
+  assert before.keys() == after.keys()
+  assert {k for k in after if before[k] != after[k]} == {
+      "num_train_steps", "keep_checkpoints", "variant"}

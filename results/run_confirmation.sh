@@ -1,0 +1,44 @@
+#!/bin/bash
+# Issue 26's stages 2 and 3 (docs/results.md, "Version 2"): the confirmation on
+# test_2016_flickr, then dropout against the best RFB-kWTA + dropout on en->fr and en->cs.
+# Needs stage 1's choice in configs/confirmation.py SELECTED (from
+# results/exploration/selection.json). Finished runs are skipped, so re-running continues.
+#
+#   HOMEOJAX_MULTI30K=../shared/data/multi30k bash results/run_confirmation.sh
+#
+# RUNS (default runs/) holds the training work dirs, RESULTS (default results/) receives
+# each finished run. Dropout's en->de seeds are the baseline runs results/literature-dropout-*.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${HOMEOJAX_MULTI30K:?set HOMEOJAX_MULTI30K to the local Multi30K copy}
+RUNS=${RUNS:-runs}
+RESULTS=${RESULTS:-results}
+COMMON=(--config=configs/confirmation.py --seeds=0,1,2 --split=test_2016_flickr --beam=5
+        --average_last=10 --train_sentences=1000
+        "--set=data.local_dir=$DATA" "--set=data.tfds_dir=$RUNS/tfds")
+
+# Seed 0 of a selected arm continues its exploration run, of which it is the start: same
+# model, data order and schedule (checked on resume). Its validation evaluation stays behind.
+selected() {
+  python -c "from homeojax.configs import confirmation; print(confirmation.SELECTED['$1'])"
+}
+continue_exploration() {  # ROLE ARM_RUN
+  local from="$RUNS/exploration/$2-seed0" to="$RUNS/confirmation/$1-seed0"
+  if [[ -d "$from/checkpoints" && ! -e "$to" ]]; then
+    mkdir -p "$(dirname "$to")"
+    cp -r "$from" "$to"
+    rm -rf "$to/final" "$to/eval.log"
+  fi
+}
+continue_exploration rfb_kwta_dropout "$(selected rfb_kwta_dropout)"
+continue_exploration smart_inhibition "$(selected smart_inhibition)"
+
+python -m homeojax.grid "${COMMON[@]}" --runs_dir="$RUNS/confirmation" \
+  --results_dir="$RESULTS/confirmation" \
+  --variants=classic,kwta,rfb_kwta_dropout,smart_inhibition,rfb_kwta_smart_inhibition
+
+for lang in fr cs; do
+  python -m homeojax.grid "${COMMON[@]}" --runs_dir="$RUNS/confirmation_$lang" \
+    --results_dir="$RESULTS/confirmation_$lang" --variants=dropout,rfb_kwta_dropout \
+    "--set=data.target_lang=$lang"
+done
