@@ -68,6 +68,15 @@ def plan(variants: list[str], seeds: list[str], sweep: list[str]) -> list[Run]:
           for seed in seeds for variant in variants for cell in itertools.product(*axes)]
 
 
+def lane_of(runs: list[Run], lane: str) -> list[Run]:
+  """The runs of lane `I/N`: every N-th run of the plan from the I-th (0-based), so that
+  N grids side by side share the plan in its order."""
+  index, sep, count = lane.partition("/")
+  if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+    raise ValueError(f"lane={lane!r} is not I/N with 0 <= I < N")
+  return runs[int(index)::int(count)]
+
+
 def check_configs(runs: list[Run], config: str, sets: list[tuple[str, str]]) -> None:
   """Builds and validates every run's config as train.py would, before anything runs."""
   for run in runs:
@@ -158,7 +167,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   f = flags.FLAGS
   sets = [parse_assignment(s) for s in f.set]
-  runs = plan(f.variants, f.seeds, f.sweep)
+  runs = lane_of(plan(f.variants, f.seeds, f.sweep), f.lane)
   config = str(paths.absolute(paths.find_config(f.config)))
   if not Path(config).is_file():
     raise FileNotFoundError(f"config file {f.config!r} does not exist")
@@ -197,6 +206,8 @@ def console_main() -> None:
   flags.DEFINE_integer("train_sentences", 0, "Also evaluate the first N training pairs "
                        "(memorization: BLEU and loss on data the model was fit to).")
   flags.DEFINE_bool("commit", False, "git-commit each finished run's results folder.")
+  flags.DEFINE_string("lane", "0/1", "I/N: run only every N-th run of the plan from the "
+                      "I-th, for N grids side by side (results/lanes.sh).")
   flags.DEFINE_bool("dry_run", False, "Print the runs and their state; run nothing.")
   flags.mark_flags_as_required(["config", "variants", "runs_dir", "results_dir"])
   cli.run(main)

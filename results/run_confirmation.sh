@@ -8,8 +8,10 @@
 #
 # RUNS (default runs/) holds the training work dirs, RESULTS (default results/) receives
 # each finished run. Dropout's en->de seeds are the baseline runs results/literature-dropout-*.
+# LANES=2 trains two runs at a time, one per core (results/lanes.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. results/lanes.sh
 DATA=${HOMEOJAX_MULTI30K:?set HOMEOJAX_MULTI30K to the local Multi30K copy}
 RUNS=${RUNS:-runs}
 RESULTS=${RESULTS:-results}
@@ -33,12 +35,15 @@ continue_exploration() {  # ROLE ARM_RUN
 continue_exploration rfb_kwta_dropout "$(selected rfb_kwta_dropout)"
 continue_exploration smart_inhibition "$(selected smart_inhibition)"
 
-python -m homeojax.grid "${COMMON[@]}" --runs_dir="$RUNS/confirmation" \
+python -c "from homeojax.data import multi30k
+for lang in 'de', 'fr', 'cs':  # Prepared once, before the lanes start.
+  multi30k.load('en', lang, (), '$RUNS/tfds', '$DATA')"
+lanes "${COMMON[@]}" --runs_dir="$RUNS/confirmation" \
   --results_dir="$RESULTS/confirmation" \
   --variants=classic,kwta,rfb_kwta_dropout,smart_inhibition,rfb_kwta_smart_inhibition
 
 for lang in fr cs; do
-  python -m homeojax.grid "${COMMON[@]}" --runs_dir="$RUNS/confirmation_$lang" \
+  lanes "${COMMON[@]}" --runs_dir="$RUNS/confirmation_$lang" \
     --results_dir="$RESULTS/confirmation_$lang" --variants=dropout,rfb_kwta_dropout \
     "--set=data.target_lang=$lang"
 done

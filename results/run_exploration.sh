@@ -6,8 +6,10 @@
 #
 # RUNS (default runs/) holds the training work dirs; RESULTS (default results/) receives
 # each finished arm's logs and validation scores (run.json names the source commit).
+# LANES=2 trains two arms at a time, one per core (results/lanes.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. results/lanes.sh
 DATA=${HOMEOJAX_MULTI30K:?set HOMEOJAX_MULTI30K to the local Multi30K copy}
 RUNS=${RUNS:-runs}
 RESULTS=${RESULTS:-results}
@@ -16,7 +18,9 @@ ARMS+=,rfb_attn_weights,rfb_beta0,rfb_beta4,rfb_raw,si_s0.3_beta1,si_s0.3_beta4,
 COMMON=(--config=configs/exploration.py --seeds=0 --runs_dir="$RUNS/exploration"
         --results_dir="$RESULTS/exploration" --split=validation --beam=5 --average_last=5
         "--set=data.local_dir=$DATA" "--set=data.tfds_dir=$RUNS/tfds")
-python -m homeojax.grid "${COMMON[@]}" --variants="$ARMS"
+# The data is prepared once, before the lanes start.
+python -c "from homeojax.data import multi30k; multi30k.load('en', 'de', (), '$RUNS/tfds', '$DATA')"
+lanes "${COMMON[@]}" --variants="$ARMS"
 
 # The selection rule (configs/exploration.py `select`) on every finished run.
 selection() {
@@ -30,6 +34,5 @@ PY
 }
 # Stage 1b: dropout at 0.1 and 0.2 for the dropout arm and the best RFB-kWTA arm.
 BEST=$(selection | python -c "import json, sys; print(json.load(sys.stdin)['rfb_kwta_dropout'])")
-python -m homeojax.grid "${COMMON[@]}" --variants="dropout,$BEST" \
-  --sweep=mechanisms.dropout.rate=0.1,0.2
+lanes "${COMMON[@]}" --variants="dropout,$BEST" --sweep=mechanisms.dropout.rate=0.1,0.2
 selection | tee "$RESULTS/exploration/selection.json"

@@ -22,6 +22,17 @@ def test_plan_puts_seeds_outermost_and_crosses_sweeps():
                                ("mechanisms.rfb_kwta.beta", "2"))
 
 
+def test_lanes_share_the_plan_in_its_order():
+  runs = grid.plan(["a", "b", "c"], ["0", "1"], [])
+  lanes = [grid.lane_of(runs, f"{i}/2") for i in range(2)]
+  assert [r.name for r in lanes[0]] == ["a-seed0", "c-seed0", "b-seed1"]
+  assert [r.name for r in lanes[1]] == ["b-seed0", "a-seed1", "c-seed1"]
+  assert grid.lane_of(runs, "0/1") == runs
+  for bad in ("2/2", "1", "-1/2", "a/b", "0/0"):
+    with pytest.raises(ValueError, match=f"lane={bad!r} is not I/N"):
+      grid.lane_of(runs, bad)
+
+
 @pytest.mark.parametrize("args, message", [
     ((["dropout"], ["x"], []), "seed='x'"),
     ((["dropout"], ["0"], ["mechanisms.rfb_kwta.sparsity"]),
