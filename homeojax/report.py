@@ -30,6 +30,7 @@ BEGIN, END = "<!-- report:{} -->", "<!-- /report:{} -->"  # Around a section of 
 PAPER_BLEU = {"classic": 0.2768, "dropout": 0.3007, "rfb_kwta_dropout": 0.3062}
 PAPER_SPLIT = "test_2016_flickr"
 TRAIN_LOSS_WINDOW = 5  # Logged losses averaged for "train loss at the end".
+ALPHA = 0.05  # Significance level of the pre-registered t-test over seeds.
 
 
 @dataclasses.dataclass
@@ -193,7 +194,9 @@ def significance_table(groups: dict[str, list[Run]], baseline: str, split: str,
                        samples: int = 1000) -> str:
   """Per variant: BLEU difference to the baseline (sacreBLEU for `raw` runs, tokenized
   BLEU against `lc.norm.tok` references for `tok` runs) with sacreBLEU's paired bootstrap
-  (per seed pair, same seed) and a paired t-test over seeds."""
+  (per seed pair, same seed), a paired t-test over seeds, and the pre-registered reading
+  of that test: `higher` or `lower` than the baseline at p < `ALPHA`, else `no difference
+  shown`."""
   from scipy import stats  # pylint: disable=import-outside-toplevel
   from sacrebleu.metrics import BLEU  # pylint: disable=import-outside-toplevel
   from sacrebleu.significance import PairedTest  # pylint: disable=import-outside-toplevel
@@ -201,7 +204,8 @@ def significance_table(groups: dict[str, list[Run]], baseline: str, split: str,
   metric = "sacreBLEU" if convention == "raw" else "BLEU tok."
   bleu = BLEU() if convention == "raw" else BLEU(tokenize="none", force=True)
   lines = [f"| variant | Δ {metric} vs {baseline} (mean over seeds) | paired bootstrap p "
-           "per seed | paired t-test over seeds |", "|---|---|---|---|"]
+           f"per seed | paired t-test over seeds | t-test at p < {ALPHA} |",
+           "|---|---|---|---|---|"]
   for group, runs in groups.items():
     pairs = [(base[r.seed], r) for r in runs if r.seed in base and split in r.evals]
     if group == baseline or not pairs:
@@ -218,10 +222,12 @@ def significance_table(groups: dict[str, list[Run]], baseline: str, split: str,
       t_test = stats.ttest_rel([score(r, split, convention) for _, r in pairs],
                                [score(b, split, convention) for b, _ in pairs])
       t_text = f"t={t_test.statistic:.2f}, p={t_test.pvalue:.3f} (n={len(pairs)})"
+      reading = (("higher" if t_test.statistic > 0 else "lower")
+                 if t_test.pvalue < ALPHA else "no difference shown")
     else:
-      t_text = "needs ≥ 2 seeds"
+      t_text = reading = "needs ≥ 2 seeds"
     lines.append(f"| {group} | {statistics.mean(deltas):+.2f} | "
-                 f"{', '.join(p_boot) or '–'} | {t_text} |")
+                 f"{', '.join(p_boot) or '–'} | {t_text} | {reading} |")
   return "\n".join(lines) if len(lines) > 2 else ""
 
 

@@ -71,6 +71,12 @@ def test_tables_hold_exact_means_stds_and_tests(runs, fake_multi30k):
   row = next(l for l in sig.splitlines() if l.startswith("| kwta |"))
   assert "| -9.50 |" in row and "(seed 0)" in row and "(seed 1)" in row
   assert "p=" in row and "(n=2)" in row
+  # Deltas -10 and -9: t = -19 with one degree of freedom, p = 0.033 < 0.05.
+  assert "t=-19.00, p=0.033 (n=2) | lower |" in row
+  against_kwta = report.significance_table(groups, "kwta", "test_2016_flickr", None).splitlines()
+  assert next(l for l in against_kwta if l.startswith("| dropout |")).endswith("| higher |")
+  assert next(l for l in against_kwta if l.startswith("| rfb_kwta_dropout |")).endswith(
+      "| +0.00 | – | t=nan, p=nan (n=2) | no difference shown |")  # Equal scores.
   boot = [float(x.split()[0]) for x in row.split("|")[3].split(",")]
   assert all(p < 0.05 for p in boot)  # Truncated outputs are significantly worse.
 
