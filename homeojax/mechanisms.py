@@ -242,7 +242,7 @@ class SmartInhibition(Boosted):
   """Smart Inhibition (`ops.smart_inhibition`): a dropout-like mask favouring features
   that rarely win a kWTA of the same sparsity (the duty cycle records those winners, by
   the threshold `method`: `statistical` by default, since they only feed the statistics
-  and the exact threshold costs 32 passes over the input).
+  and the exact threshold costs 16 counting passes over the input).
 
   `scaling="unbiased"` (version 2, default): water-filled keep probabilities p_i summing
   to (1 - s) per valid feature, `y = x * m / p`, so E[y] = x and eval is the identity;
