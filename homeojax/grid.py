@@ -207,7 +207,7 @@ def console_main() -> None:
                        "(memorization: BLEU and loss on data the model was fit to).")
   flags.DEFINE_bool("commit", False, "git-commit each finished run's results folder.")
   flags.DEFINE_string("lane", "0/1", "I/N: run only every N-th run of the plan from the "
-                      "I-th, for N grids side by side (results/lanes.sh).")
+                      "I-th, for N grids side by side (results/common.sh).")
   flags.DEFINE_bool("dry_run", False, "Print the runs and their state; run nothing.")
   flags.mark_flags_as_required(["config", "variants", "runs_dir", "results_dir"])
   cli.run(main)

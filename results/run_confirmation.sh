@@ -8,13 +8,8 @@
 #
 # RUNS (default runs/) holds the training work dirs, RESULTS (default results/) receives
 # each finished run. Dropout's en->de seeds are the baseline runs results/literature-dropout-*.
-# LANES=2 trains two runs at a time, one per core (results/lanes.sh).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-. results/lanes.sh
-DATA=${HOMEOJAX_MULTI30K:?set HOMEOJAX_MULTI30K to the local Multi30K copy}
-RUNS=${RUNS:-runs}
-RESULTS=${RESULTS:-results}
+# LANES=2 trains two runs at a time, one per core (results/common.sh).
+. "$(dirname "$0")/common.sh"
 COMMON=(--config=configs/confirmation.py --seeds=0,1,2 --split=test_2016_flickr --beam=5
         --average_last=10 --train_sentences=1000
         "--set=data.local_dir=$DATA" "--set=data.tfds_dir=$RUNS/tfds")
@@ -35,9 +30,7 @@ continue_exploration() {  # ROLE ARM_RUN
 continue_exploration rfb_kwta_dropout "$(selected rfb_kwta_dropout)"
 continue_exploration smart_inhibition "$(selected smart_inhibition)"
 
-python -c "from homeojax.data import multi30k
-for lang in 'de', 'fr', 'cs':  # Prepared once, before the lanes start.
-  multi30k.load('en', lang, (), '$RUNS/tfds', '$DATA')"
+prepare_data de fr cs
 lanes "${COMMON[@]}" --runs_dir="$RUNS/confirmation" \
   --results_dir="$RESULTS/confirmation" \
   --variants=classic,kwta,rfb_kwta_dropout,smart_inhibition,rfb_kwta_smart_inhibition

@@ -6,20 +6,14 @@
 #
 # RUNS (default runs/) holds the training work dirs; RESULTS (default results/) receives
 # each finished arm's logs and validation scores (run.json names the source commit).
-# LANES=2 trains two arms at a time, one per core (results/lanes.sh).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-. results/lanes.sh
-DATA=${HOMEOJAX_MULTI30K:?set HOMEOJAX_MULTI30K to the local Multi30K copy}
-RUNS=${RUNS:-runs}
-RESULTS=${RESULTS:-results}
+# LANES=2 trains two arms at a time, one per core (results/common.sh).
+. "$(dirname "$0")/common.sh"
 ARMS=dropout,rfb,rfb_magnitude,rfb_ffn_hidden,rfb_layer_output,rfb_s0.1,rfb_s0.7
 ARMS+=,rfb_attn_weights,rfb_beta0,rfb_beta4,rfb_raw,si_s0.3_beta1,si_s0.3_beta4,si_s0.1_beta1
 COMMON=(--config=configs/exploration.py --seeds=0 --runs_dir="$RUNS/exploration"
         --results_dir="$RESULTS/exploration" --split=validation --beam=5 --average_last=5
         "--set=data.local_dir=$DATA" "--set=data.tfds_dir=$RUNS/tfds")
-# The data is prepared once, before the lanes start.
-python -c "from homeojax.data import multi30k; multi30k.load('en', 'de', (), '$RUNS/tfds', '$DATA')"
+prepare_data de
 lanes "${COMMON[@]}" --variants="$ARMS"
 
 # The selection rule (configs/exploration.py `select`) on every finished run.
