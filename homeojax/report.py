@@ -51,6 +51,12 @@ class Run:
     losses = [r["loss"] for r in self.metrics if "loss" in r]
     return float(np.mean(losses[-TRAIN_LOSS_WINDOW:]))
 
+  def train_minutes(self) -> float | None:
+    """The training loop's wall time over every resumption (the last logged
+    `wall_seconds`), else the grid's time for its last train command."""
+    seconds = self.final("wall_seconds") or self.info.get("train_seconds")
+    return seconds / 60 if seconds else None
+
   def final(self, key: str) -> float | None:
     values = [r[key] for r in self.metrics if key in r]
     return values[-1] if values else None
@@ -114,8 +120,7 @@ def bleu_table(groups: dict[str, list[Run]], split: str) -> str:
     paper = (f"{100 * PAPER_BLEU[variant]:.2f}"
              if variant in PAPER_BLEU and group == variant and split == PAPER_SPLIT else "–")
     tests = [r.evals.get(split) for r in runs]
-    minutes = [r.info["train_seconds"] / 60 if "train_seconds" in r.info else None
-               for r in runs]
+    minutes = [r.train_minutes() for r in runs]
     lines.append(
         f"| {group} | {len(runs)} | {mean_std([r.final('eval_bleu_tok') for r in runs])} | "
         f"{mean_std([t.get('bleu_tok') if t else None for t in tests])} | "

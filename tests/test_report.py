@@ -102,6 +102,17 @@ def test_cli_writes_plots_and_rewrites_the_doc_reproducibly(runs, fake_multi30k,
   assert doc.read_text() == first
 
 
+def test_train_minutes_count_every_resumption(tmp_path):
+  """A resumed run's `wall_seconds` carries the earlier stretches; the grid's
+  `train_seconds` times only the last train command."""
+  path = make_run(tmp_path, "dropout", 0, 30, 29, [3.0, 2.0], ["x"])
+  run = report.load_run(path)
+  assert run.train_minutes() == 10.0  # No wall_seconds logged: the grid's 600 s.
+  with open(path / "metrics.jsonl", "a", encoding="utf-8") as f:
+    f.write(json.dumps({"step": 300, "loss": 1.0, "wall_seconds": 1500.0}) + "\n")
+  assert report.load_run(path).train_minutes() == 25.0
+
+
 def test_rejects_a_directory_without_metrics(tmp_path):
   with pytest.raises(ValueError, match="has no metrics.jsonl"):
     report.load_run(tmp_path)
