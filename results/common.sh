@@ -18,7 +18,7 @@ RUNS=${RUNS:-runs}
 RESULTS=${RESULTS:-results}
 LANES=${LANES:-1}
 lanes() {
-  local cores per lane pids=()
+  local cores per lane pid pids=()
   cores=$(nproc)
   if ! [[ "$LANES" =~ ^[0-9]+$ ]] || (( LANES < 1 || LANES > cores )); then
     echo "LANES=$LANES must be an integer in [1, $cores]" >&2
@@ -31,8 +31,8 @@ lanes() {
     "${pin[@]}" python -m homeojax.grid "$@" --lane="$lane/$LANES" &
     pids+=($!)
   done
-  for lane in "${pids[@]}"; do
-    wait "$lane"
+  for pid in "${pids[@]}"; do
+    wait "$pid"
   done
 }
 prepare_data() {
