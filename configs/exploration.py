@@ -56,12 +56,24 @@ def get_config(arm: str = "dropout"):
   return c
 
 
-def select(scores: dict[str, float]) -> dict[str, str | None]:
+def realised_sparsity(evaluation: dict) -> float | None:
+  """The mean realised sparsity of the RFB-kWTA sites in an evaluation's diagnostics
+  (`eval.py`'s JSON), None without such a site."""
+  values = [site["realised_sparsity"] for site in evaluation.get("homeostasis", {}).values()
+            if site.get("mechanism") == "rfb_kwta"]
+  return sum(values) / len(values) if values else None
+
+
+def select(scores: dict[str, float], sparsity: dict[str, float]) -> dict[str, str | None]:
   """The pre-registered selection (docs/results.md) from validation BLEU per run name (an
   arm, or an arm with a dropout rate from stage 1b, e.g. `rfb_magnitude-rate0.2`): the
   best boosted RFB-kWTA + dropout run, the best Smart Inhibition arm, and whether plain
   kWTA + dropout (`rfb_beta0`) beat every boosted run. Ties go to the arm listed first in
-  `ARMS`, then to the recipe's rate; None where no such run has a score."""
+  `ARMS`, then to the recipe's rate; None where no such run has a score.
+
+  An RFB-kWTA run takes part only if its kWTA selects: its `sparsity` (the runs' realised
+  sparsity, `realised_sparsity`) is at least half its arm's s (the deviation of
+  2026-12-05 in docs/results.md)."""
   order = {arm: i for i, arm in enumerate(ARMS)}
   def rank(name):
     arm, _, rate = name.partition("-rate")
@@ -70,9 +82,14 @@ def select(scores: dict[str, float]) -> dict[str, str | None]:
     return (-scores[name], order[arm], rate != "")
   def best(names):
     return min(names, key=rank) if names else None
-  boosted = [n for n in scores if n.startswith("rfb") and not n.startswith("rfb_beta0")]
-  rfb = best(boosted)
-  beta0 = [scores[n] for n in scores if n.startswith("rfb_beta0")]
+  def selects(name):
+    if name not in sparsity:
+      raise ValueError(f"run {name!r} has no realised sparsity")
+    arm = name.partition("-rate")[0]
+    return sparsity[name] >= get_config(arm).mechanisms.rfb_kwta.sparsity / 2
+  rfb_runs = [n for n in scores if n.startswith("rfb") and selects(n)]
+  rfb = best([n for n in rfb_runs if not n.startswith("rfb_beta0")])
+  beta0 = [scores[n] for n in rfb_runs if n.startswith("rfb_beta0")]
   return {"rfb_kwta_dropout": rfb,
           "smart_inhibition": best([n for n in scores if n.startswith("si_")]),
           "boost_does_not_help": bool(rfb and beta0 and max(beta0) > scores[rfb])}

@@ -21,9 +21,12 @@ selection() {
   python - "$RESULTS/exploration" <<'PY'
 import json, pathlib, sys
 from homeojax.configs import exploration
-scores = {p.parent.name.removesuffix("-seed0"): json.loads(p.read_text())["bleu_tok"]
-          for p in pathlib.Path(sys.argv[1]).glob("*-seed0/validation.avg5.beam5.json")}
-print(json.dumps(exploration.select(scores)))
+evals = {p.parent.name.removesuffix("-seed0"): json.loads(p.read_text())
+         for p in pathlib.Path(sys.argv[1]).glob("*-seed0/validation.avg5.beam5.json")}
+scores = {name: e["bleu_tok"] for name, e in evals.items()}
+sparsity = {name: s for name, e in evals.items()
+            if (s := exploration.realised_sparsity(e)) is not None}
+print(json.dumps(exploration.select(scores, sparsity)))
 PY
 }
 # Stage 1b: dropout at 0.1 and 0.2 for the dropout arm and the best RFB-kWTA arm.

@@ -85,17 +85,38 @@ def test_selection_follows_the_pre_registered_rule():
   scores = {"dropout": 30.0, "rfb": 29.5, "rfb_magnitude": 30.2, "rfb_ffn_hidden": 30.2,
             "rfb_beta0": 30.1, "si_s0.3_beta1": 28.0, "si_s0.1_beta1": 28.4,
             "rfb_magnitude-rate0.2": 30.2}
+  sparsity = {name: 0.5 for name in scores if name.startswith("rfb")}
   # A tie goes to the arm listed first (rfb_magnitude before rfb_ffn_hidden), then to the
   # recipe's rate; rfb_beta0 (kWTA + dropout) is never the RFB-kWTA choice.
-  assert exploration.select(scores) == {"rfb_kwta_dropout": "rfb_magnitude",
-                                        "smart_inhibition": "si_s0.1_beta1",
-                                        "boost_does_not_help": False}
+  assert exploration.select(scores, sparsity) == {"rfb_kwta_dropout": "rfb_magnitude",
+                                                  "smart_inhibition": "si_s0.1_beta1",
+                                                  "boost_does_not_help": False}
   scores["rfb_beta0"] = 31.0
-  assert exploration.select(scores)["boost_does_not_help"] is True
-  assert exploration.select({"dropout": 1.0}) == {
+  assert exploration.select(scores, sparsity)["boost_does_not_help"] is True
+  assert exploration.select({"dropout": 1.0}, {}) == {
       "rfb_kwta_dropout": None, "smart_inhibition": None, "boost_does_not_help": False}
-  with pytest.raises(ValueError, match="run 'rfb_s0.3' is not an arm"):
-    exploration.select({"rfb_s0.3": 1.0})
+  with pytest.raises(ValueError, match="arm='rfb_s0.3'"):
+    exploration.select({"rfb_s0.3": 1.0}, {"rfb_s0.3": 0.3})
+  with pytest.raises(ValueError, match="run 'rfb' has no realised sparsity"):
+    exploration.select({"rfb": 1.0}, {})
+
+
+def test_a_run_whose_kwta_does_not_select_takes_no_part():
+  """Half the arm's s is the bar: rfb_s0.1 needs 0.05, the others 0.25."""
+  scores = {"rfb": 30.0, "rfb_ffn_hidden": 31.0, "rfb_s0.1": 30.5, "rfb_beta0": 32.0}
+  sparsity = {"rfb": 0.5, "rfb_ffn_hidden": 0.24, "rfb_s0.1": 0.05, "rfb_beta0": 0.01}
+  assert exploration.select(scores, sparsity) == {
+      "rfb_kwta_dropout": "rfb_s0.1", "smart_inhibition": None, "boost_does_not_help": False}
+  sparsity["rfb_ffn_hidden"] = 0.25
+  assert exploration.select(scores, sparsity)["rfb_kwta_dropout"] == "rfb_ffn_hidden"
+
+
+def test_realised_sparsity_averages_the_rfb_kwta_sites():
+  site = lambda mechanism, value: {"mechanism": mechanism, "realised_sparsity": value}
+  evaluation = {"homeostasis": {"a": site("rfb_kwta", 0.5), "b": site("rfb_kwta", 0.25),
+                                "c": site("smart_inhibition", 0.9)}}
+  assert exploration.realised_sparsity(evaluation) == 0.375
+  assert exploration.realised_sparsity({"homeostasis": {"c": site("kwta", 0.5)}}) is None
 
 
 @pytest.mark.parametrize("role, rfb_run, si_arm", [
