@@ -71,9 +71,9 @@ def select(scores: dict[str, float], sparsity: dict[str, float]) -> dict[str, st
   kWTA + dropout (`rfb_beta0`) beat every boosted run. Ties go to the arm listed first in
   `ARMS`, then to the recipe's rate; None where no such run has a score.
 
-  An RFB-kWTA run takes part only if its kWTA selects: its `sparsity` (the runs' realised
-  sparsity, `realised_sparsity`) is at least half its arm's s (the deviation of
-  2026-12-05 in docs/results.md)."""
+  An RFB-kWTA run takes part only if its kWTA selects: its entry in `sparsity` (each
+  run's `realised_sparsity`) is at least half its arm's s (the deviation of 2026-12-05 in
+  docs/results.md)."""
   order = {arm: i for i, arm in enumerate(ARMS)}
   def rank(name):
     arm, _, rate = name.partition("-rate")

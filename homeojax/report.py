@@ -421,7 +421,8 @@ def main(argv):
   refs = (texts(data_dir, convention, f.split, target_lang) if data_dir else None)
   plots = plot_all(groups, out_dir)
   rel = Path(os.path.relpath(out_dir, doc_path.parent)) if doc_path else out_dir
-  parts = [f"Runs: {len(runs)} in {len(groups)} groups.", bleu_table(groups, f.split, (source_lang, target_lang))]
+  parts = [f"Runs: {len(runs)} in {len(groups)} groups.",
+           bleu_table(groups, f.split, (source_lang, target_lang))]
   parts += [t for t in (memorization_table(groups, f.split),
                         homeostasis_table(groups, f.split)) if t]
   if baseline and len(groups) > 1:
