@@ -49,6 +49,8 @@ _DECODE_TOKENS = flags.DEFINE_integer(
     "Source tokens per decoding batch.")
 _DECODE_PASSES = flags.DEFINE_integer("decode_passes", 4, "Warm decoding passes after the "
                                       "first; their median is reported.")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "CPU devices (decoding runs one batch "
+                                    "per device; eval.py uses one per core).", lower_bound=1)
 _WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/homeojax_bench", "Scratch (data, vocab).")
 _OUT = flags.DEFINE_string("out", str(ROOT / "bench" / "results"), "Output path prefix "
                            "(.json and .md are written).")
@@ -387,6 +389,7 @@ def markdown(results: dict) -> str:
 
 def main(argv):
   kept = process.keep_freed_memory()
+  process.use_cpu_cores(_CPU_DEVICES.value)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   unknown = set(_SECTIONS.value) - {"ops", "train", "loop", "decode"}

@@ -175,10 +175,14 @@ def eval_main() -> None:
                                    "measure memorization.")
   tune = flags.DEFINE_list("tune_alpha", None, "Length-penalty exponents to try on the "
                            "validation split (instead of decoding --split or a file).")
+  cpu_devices = flags.DEFINE_integer(
+      "cpu_devices", None, "On CPU, decode on this many devices at once, one batch each "
+      "(default: the cores this process may use; XLA_FLAGS' device count wins).", lower_bound=1)
   flags.mark_flag_as_required("workdir")
   define_multihost_flags()
 
   def main(argv: list[str]) -> None:
+    process.use_cpu_cores(cpu_devices.value)
     start(argv)
     if tune.value is not None:
       if split.value not in (None, "validation") or source.value is not None:

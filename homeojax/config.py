@@ -132,7 +132,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.decode.eval_beam_size = 1  # Beam size for validation BLEU during training.
   c.decode.length_penalty = 0.6  # Length-penalty exponent alpha (fairseq's --lenpen).
   c.decode.penalty = "gnmt"  # Length penalty: gnmt ((5 + |y|) / 6)^alpha, fairseq |y|^alpha.
-  c.decode.tokens_per_batch = 256  # Source tokens per decoding batch (rows x beam).
+  c.decode.tokens_per_batch = 128  # Source tokens per decoding batch (rows x beam).
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.fsdp = False  # Shard parameters and optimizer state over devices (else replicate).

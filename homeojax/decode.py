@@ -7,6 +7,7 @@ as soon as every sequence is finished.
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from homeojax import sharding
 from homeojax.data import tokenizer
 from homeojax.data.batching import Batcher
 from homeojax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -201,7 +201,10 @@ def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray]
                     penalty: str = "gnmt") -> list[list[tuple[str, float]]]:
   """The `n_best` `(detokenized text, score)` of each source, in order, best first.
 
-  Sources longer than the model's `max_len` (with EOS) are truncated, with a warning.
+  Each of this process's devices in `mesh` searches whole batches of its own, all at
+  once: no device waits for another's step, and on CPU N devices use N cores
+  (`process.use_cpu_cores`). Every process decodes every source. Sources longer than the
+  model's `max_len` (with EOS) are truncated, with a warning.
   """
   too_long = sum(len(s) >= model.cfg.max_len for s in sources)
   if too_long:
@@ -209,16 +212,27 @@ def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray]
                     model.cfg.max_len)
     sources = [s[:model.cfg.max_len - 1] for s in sources]
   longest = max(len(s) for s in sources) + 1
-  batcher = Batcher(sources, None, max(tokens_per_batch, longest * mesh.shape["data"]),
-                    max_len=max(8, longest), multiple_of=mesh.shape["data"])
+  batcher = Batcher(sources, None, max(tokens_per_batch, longest), max_len=max(8, longest))
+  devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+  replicas = [jax.device_put(variables, d) for d in devices]
   out: list[list[tuple[str, float]]] = [[] for _ in sources]
-  for batch in batcher.eval_batches():
-    src = sharding.shard_batch({"src": batch["src"]}, mesh)["src"]
-    ids, scores = jax.device_get(translate(model, variables, src, beam=beam, alpha=alpha,
-                                           penalty=penalty, use_cache=use_cache,
-                                           n_best=n_best))
+
+  def collect(index: np.ndarray, found: tuple[Array, Array]) -> None:
+    ids, scores = jax.device_get(found)
     texts = tokenizer.decode(sp, ids.reshape(-1, ids.shape[-1]))
-    for row, i in enumerate(batch["index"]):
+    for row, i in enumerate(index):
       if i >= 0:
         out[i] = list(zip(texts[row * n_best:(row + 1) * n_best], scores[row].tolist()))
+
+  running: collections.deque = collections.deque()
+  for n, batch in enumerate(batcher.eval_batches()):
+    if len(running) == 2 * len(devices):  # One batch queued behind each running one.
+      collect(*running.popleft())
+    device = n % len(devices)
+    src = jax.device_put(batch["src"], devices[device])
+    running.append((batch["index"], translate(
+        model, replicas[device], src, beam=beam, alpha=alpha, penalty=penalty,
+        use_cache=use_cache, n_best=n_best)))
+  while running:
+    collect(*running.popleft())
   return out

@@ -289,7 +289,7 @@ def evaluate(workdir: str | Path, *, checkpoint: str = "latest", split: str | No
   report: dict[str, Any] = {
       "workdir": str(workdir), "step": step, "checkpoint": checkpoint, "data": name,
       "sentences": len(hyps), **forced, "beam": beam, "alpha": alpha, "penalty": penalty,
-      "decode_seconds": seconds,
+      "decode_seconds": seconds, "decode_devices": len(translator.mesh.local_devices),
       "variant": c.variant, "seed": c.seed, "eval_scale": eval_scale,
       "averaged_steps": list(translator.averaged_steps), "convention": c.data.convention,
       "source_lang": c.data.source_lang, "target_lang": c.data.target_lang}

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import jax
 from absl import logging
 
 LOCK_FILE = ".lock"
@@ -42,6 +43,24 @@ def keep_freed_memory() -> bool:
     return False
   settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
   return all([mallopt(option, value) == 1 for option, value in settings])
+
+
+def use_cpu_cores(devices: int | None = None) -> int | None:
+  """Makes JAX's CPU backend expose `devices` devices (default: the cores this process
+  may run on), unless XLA_FLAGS already sets a count; returns the count set, or None.
+
+  One CPU device runs a decoding step's small ops on about one core; decoding gives each
+  device batches of its own (`decode.translate_split`), so N devices use N cores. It
+  changes nothing on GPU or TPU. Call it before JAX's first computation.
+  """
+  if devices is not None and devices < 1:
+    raise ValueError(f"cpu devices={devices} must be at least 1")
+  if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return None
+  if devices is None:
+    devices = len(os.sched_getaffinity(0))
+  jax.config.update("jax_num_cpu_devices", devices)
+  return devices
 
 
 class Interrupted(Exception):

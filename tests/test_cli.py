@@ -2,15 +2,18 @@
 paths a user types: relative, under `~`, with spaces and non-ASCII letters."""
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
 from conftest import RUN_DIR, TINY, USES_TRAINED_RUN, run
-from homeojax import checkpoints, eval_lib
+from homeojax import checkpoints, eval_lib, process
 
 SOURCES = "A dog runs.\nA child plays with the ball.\n"
 
@@ -175,7 +178,8 @@ def test_readers_see_only_complete_checkpoints(trained_run, tmp_path):
 
 
 def test_checkpoints_move_between_device_counts(fake_multi30k, tmp_path):
-  """2 devices train to step 2, 1 device resumes to 4, 2 devices evaluate step 4.
+  """2 devices train to step 2, 1 device resumes to 4; 2 devices, 1 device and one per
+  core (eval.py's default without XLA_FLAGS) find the same translations of step 4.
 
   The same config as `trained_run`, so the 1-device programs come from the compile cache.
   """
@@ -185,9 +189,28 @@ def test_checkpoints_move_between_device_counts(fake_multi30k, tmp_path):
   one = run("train.py", *args, devices=1)
   assert "Resumed from step 2" in one.stdout
   assert json.loads(one.stdout.strip().splitlines()[-1])["step"] == 4
-  report = json.loads(run("eval.py", f"--workdir={tmp_path}", "--split=validation",
-                          "--beam=1", devices=2).stdout)
-  assert report["step"] == 4 and report["sentences"] == 40
+  hypotheses = {}
+  for devices, env in ((2, None), (1, None), (len(os.sched_getaffinity(0)), {"XLA_FLAGS": ""})):
+    out = tmp_path / f"eval_{devices}_{bool(env)}"
+    report = json.loads(run("eval.py", f"--workdir={tmp_path}", "--split=validation",
+                            "--beam=2", f"--output_dir={out}", devices=devices,
+                            env=env).stdout)
+    assert report["step"] == 4 and report["sentences"] == 40
+    assert report["decode_devices"] == devices
+    hypotheses[out.name] = (out / "validation.beam2.hyp.txt").read_text()
+  assert len(set(hypotheses.values())) == 1, hypotheses
+
+
+def test_cpu_devices_follow_the_request_unless_xla_flags_set_them():
+  code = ("import jax; from homeojax import process; "
+          "print(process.use_cpu_cores(3), jax.device_count())")
+  for xla_flags, expected in (("", "3 3"), ("--xla_force_host_platform_device_count=2",
+                                             "None 2")):
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "XLA_FLAGS": xla_flags}, check=True)
+    assert result.stdout.split() == expected.split()
+  with pytest.raises(ValueError, match="devices=0"):
+    process.use_cpu_cores(0)
 
 
 @USES_TRAINED_RUN
