@@ -17,6 +17,7 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from homeojax.data import tokenizer
@@ -195,6 +196,14 @@ def translate(model: nn.Module, variables: dict, src_BxS: Array, *, beam: int = 
   return seqs[:, :n_best], scores[:, :n_best]
 
 
+def _whole_on(x: Any, device: jax.Device) -> Array:
+  """`x` whole on `device`, also when `x` spans other processes' devices (multi-host)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    x = (x.addressable_data(0) if x.is_fully_replicated
+         else multihost_utils.process_allgather(x, tiled=True))
+  return jax.device_put(x, device)
+
+
 def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray],
                     sp: Any, *, beam: int, alpha: float, tokens_per_batch: int,
                     mesh: Mesh, use_cache: bool = True, n_best: int = 1,
@@ -214,7 +223,7 @@ def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray]
   longest = max(len(s) for s in sources) + 1
   batcher = Batcher(sources, None, max(tokens_per_batch, longest), max_len=max(8, longest))
   devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
-  replicas = [jax.device_put(variables, d) for d in devices]
+  replicas = [jax.tree.map(functools.partial(_whole_on, device=d), variables) for d in devices]
   out: list[list[tuple[str, float]]] = [[] for _ in sources]
 
   def collect(index: np.ndarray, found: tuple[Array, Array]) -> None:
