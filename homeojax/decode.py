@@ -222,7 +222,7 @@ def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray]
     sources = [s[:model.cfg.max_len - 1] for s in sources]
   longest = max(len(s) for s in sources) + 1
   batcher = Batcher(sources, None, max(tokens_per_batch, longest), max_len=max(8, longest))
-  devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+  devices = mesh.local_devices
   replicas = [jax.tree.map(functools.partial(_whole_on, device=d), variables) for d in devices]
   out: list[list[tuple[str, float]]] = [[] for _ in sources]
 
