@@ -85,8 +85,9 @@ def test_smart_inhibition_keeps_valid_finite_entries(data, duty_value, beta, sam
   x = x / 4  # Leave headroom for the 1 / (1 - s) rescaling.
   duty = jnp.full(x.shape[-1:], duty_value, jnp.float32)
   valid = jnp.arange(x.shape[-1]) < max(1, x.shape[-1] // 2)
-  y, mask = ops.smart_inhibition(x, duty, jax.random.PRNGKey(seed), sparsity, beta=beta,
-                                 sampling=sampling, valid=valid)
+  inhibit = jax.jit(ops.smart_inhibition, static_argnames=("sparsity", "sampling"))
+  y, mask = inhibit(x, duty, jax.random.PRNGKey(seed), sparsity=sparsity, beta=beta,
+                    sampling=sampling, valid=valid)
   assert y.shape == x.shape and y.dtype == x.dtype
   assert bool(jnp.all(jnp.isfinite(y.astype(jnp.float32))))
   assert not bool(jnp.any(mask & ~valid))
@@ -101,11 +102,11 @@ def test_modules_keep_state_in_range_under_extreme_inputs(data, beta, method, sa
                     SmartInhibition(sparsity=sparsity, beta=beta, period=2, method=method,
                                     sampling=sampling)):
     module = Site(mechanism)
-    variables = module.init({"params": jax.random.PRNGKey(0)}, x)
+    variables = jax.jit(module.init)({"params": jax.random.PRNGKey(0)}, x)
+    train_step = jax.jit(lambda variables, x, key: module.apply(
+        variables, x, train=True, mutable=[HOMEOSTASIS], rngs={"dropout": key}))
     for step in range(3):
-      y, updates = module.apply(variables, x * (10.0 ** step), train=True,
-                                mutable=[HOMEOSTASIS],
-                                rngs={"dropout": jax.random.PRNGKey(step)})
+      y, updates = train_step(variables, x * (10.0 ** step), jax.random.PRNGKey(step))
       variables = {**variables, **updates}
       (state,) = updates[HOMEOSTASIS].values()
       duty = state["duty"]
