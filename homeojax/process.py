@@ -32,8 +32,9 @@ def keep_freed_memory() -> bool:
   step page-faults its whole working set back in (70k faults, about a fifth of the step;
   `docs/performance.md`). One arena without mmap and without trimming reuses the block.
   Call it before JAX starts its threads (before the first computation). The price is a
-  larger resident set, since freed blocks stay mapped; `HOMEOJAX_KEEP_FREED_MEMORY=0`
-  turns it off.
+  larger resident set: freed blocks stay mapped, and fragmentation grows the heap over
+  the first tens of steps to a few times the working set before it settles.
+  `HOMEOJAX_KEEP_FREED_MEMORY=0` turns it off.
   """
   if os.environ.get("HOMEOJAX_KEEP_FREED_MEMORY", "1") == "0":
     return False
