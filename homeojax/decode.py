@@ -196,12 +196,12 @@ def translate(model: nn.Module, variables: dict, src_BxS: Array, *, beam: int = 
   return seqs[:, :n_best], scores[:, :n_best]
 
 
-def _whole_on(x: Any, device: jax.Device) -> Array:
-  """`x` whole on `device`, also when `x` spans other processes' devices (multi-host)."""
+def _addressable(x: Any) -> Any:
+  """`x` whole in this process, also when it spans other processes' devices (multi-host)."""
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    x = (x.addressable_data(0) if x.is_fully_replicated
-         else multihost_utils.process_allgather(x, tiled=True))
-  return jax.device_put(x, device)
+    return (x.addressable_data(0) if x.is_fully_replicated
+            else multihost_utils.process_allgather(x, tiled=True))
+  return x
 
 
 def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray],
@@ -223,7 +223,8 @@ def translate_split(model: nn.Module, variables: dict, sources: list[np.ndarray]
   longest = max(len(s) for s in sources) + 1
   batcher = Batcher(sources, None, max(tokens_per_batch, longest), max_len=max(8, longest))
   devices = mesh.local_devices
-  replicas = [jax.tree.map(functools.partial(_whole_on, device=d), variables) for d in devices]
+  local = jax.tree.map(_addressable, variables)  # Gathered once, copied to each device.
+  replicas = [jax.device_put(local, d) for d in devices]
   out: list[list[tuple[str, float]]] = [[] for _ in sources]
 
   def collect(index: np.ndarray, found: tuple[Array, Array]) -> None:
