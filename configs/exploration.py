@@ -29,7 +29,12 @@ ARMS: dict[str, tuple[str, dict]] = {
     "si_s0.3_beta4": ("smart_inhibition", {"mechanisms.smart_inhibition.sparsity": 0.3,
                                            "mechanisms.smart_inhibition.beta": 4.0}),
     "si_s0.1_beta1": ("smart_inhibition", {"mechanisms.smart_inhibition.sparsity": 0.1}),
+    # Added after results (docs/results.md): rfb_attn_weights without its boost.
+    "rfb_attn_weights_beta0": ("dropout", {"sites.*.attn_weights": "rfb_kwta",
+                                           "mechanisms.rfb_kwta.beta": 0.0}),
 }
+# Arms added after results came in: reported, never selected.
+POST_HOC = ("rfb_attn_weights_beta0",)
 
 
 def _set(c, field: str, value) -> None:
@@ -73,8 +78,10 @@ def select(scores: dict[str, float], sparsity: dict[str, float]) -> dict[str, st
 
   An RFB-kWTA run takes part only if its kWTA selects: its entry in `sparsity` (each
   run's `realised_sparsity`) is at least half its arm's s (the deviation of 2026-12-05 in
-  docs/results.md)."""
+  docs/results.md). Runs of `POST_HOC` arms take no part."""
   order = {arm: i for i, arm in enumerate(ARMS)}
+  scores = {name: score for name, score in scores.items()
+            if name.partition("-rate")[0] not in POST_HOC}
   def rank(name):
     arm, _, rate = name.partition("-rate")
     if arm not in order:

@@ -10,6 +10,7 @@
 . "$(dirname "$0")/common.sh"
 ARMS=dropout,rfb,rfb_magnitude,rfb_ffn_hidden,rfb_layer_output,rfb_s0.1,rfb_s0.7
 ARMS+=,rfb_attn_weights,rfb_beta0,rfb_beta4,rfb_raw,si_s0.3_beta1,si_s0.3_beta4,si_s0.1_beta1
+ARMS+=,rfb_attn_weights_beta0  # Post hoc (docs/results.md): never selected.
 COMMON=(--config=configs/exploration.py --seeds=0 --runs_dir="$RUNS/exploration"
         --results_dir="$RESULTS/exploration" --split=validation --beam=5 --average_last=5
         "--set=data.local_dir=$DATA" "--set=data.tfds_dir=$RUNS/tfds")

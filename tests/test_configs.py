@@ -59,6 +59,11 @@ def test_each_exploration_arm_changes_one_thing_from_the_centre(arm, difference)
   assert changed(arm, "rfb") == difference
 
 
+def test_the_post_hoc_arm_is_rfb_attn_weights_without_its_boost():
+  assert changed("rfb_attn_weights_beta0", "rfb_attn_weights") == {
+      "mechanisms.rfb_kwta.beta": (0.0, 1.0)}
+
+
 @pytest.mark.parametrize("arm, site", [("rfb_ffn_hidden", "ffn_hidden"),
                                        ("rfb_attn_weights", "attn_weights"),
                                        ("rfb_layer_output", "layer_output")])
@@ -93,6 +98,8 @@ def test_selection_follows_the_pre_registered_rule():
                                                   "boost_does_not_help": False}
   scores["rfb_beta0"] = 31.0
   assert exploration.select(scores, sparsity)["boost_does_not_help"] is True
+  scores["rfb_attn_weights_beta0"] = 40.0  # Post hoc: it never takes part.
+  assert exploration.select(scores, sparsity)["rfb_kwta_dropout"] == "rfb_magnitude"
   assert exploration.select({"dropout": 1.0}, {}) == {
       "rfb_kwta_dropout": None, "smart_inhibition": None, "boost_does_not_help": False}
   with pytest.raises(ValueError, match="arm='rfb_s0.3'"):
