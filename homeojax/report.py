@@ -149,13 +149,24 @@ def memorization_table(groups: dict[str, list[Run]], split: str) -> str:
   return "\n".join(lines)
 
 
+HOMEOSTASIS_COLUMNS = (  # (header, diagnostic, reduction over a run's sites)
+    ("entropy ratio (mean)", "entropy_ratio", np.mean),
+    ("entropy ratio (lowest)", "entropy_ratio", min),
+    ("at clip (mean)", "clip_share", np.mean),
+    ("at clip (highest)", "clip_share", max),
+    ("dead (mean)", "dead_share", np.mean),
+    ("dead (highest)", "dead_share", max),
+    ("realised sparsity", "realised_sparsity", np.mean))
+
+
 def homeostasis_table(groups: dict[str, list[Run]], split: str) -> str:
   """Per group, from `split`'s evaluation (the statistics at the end of training), over
   the sites of its kWTA and RFB-kWTA mechanisms: the duty-cycle entropy ratio (mean and
-  lowest site), the share of features whose boost sits at the clip (mean and highest
-  site) and the realised sparsity; mean over seeds. Empty if no group has such sites."""
-  lines = ["| variant | sites | entropy ratio (mean) | entropy ratio (lowest) | at clip "
-           "(mean) | at clip (highest) | realised sparsity |", "|---|---|---|---|---|---|---|"]
+  lowest site), the share of features whose boost sits at the clip and the share that
+  almost never win (duty cycle under a hundredth of the target; mean and highest site),
+  and the realised sparsity; mean over seeds. Empty if no group has such sites."""
+  lines = ["| variant | sites | " + " | ".join(h for h, _, _ in HOMEOSTASIS_COLUMNS) + " |",
+           "|---|---|" + "---|" * len(HOMEOSTASIS_COLUMNS)]
   for group, runs in groups.items():
     per_run = [[e for path, e in r.evals[split]["homeostasis"].items()
                 if path.rsplit("/", 1)[-1].rsplit("_", 1)[0] in ("kwta", "rfb_kwta")]
@@ -167,9 +178,8 @@ def homeostasis_table(groups: dict[str, list[Run]], split: str) -> str:
       values = [reduce([e[key] for e in entries]) for entries in per_run
                 if all(key in e for e in entries)]
       return mean_std(values)
-    lines.append(f"| {group} | {len(per_run[0])} | {stat('entropy_ratio', np.mean)} | "
-                 f"{stat('entropy_ratio', min)} | {stat('clip_share', np.mean)} | "
-                 f"{stat('clip_share', max)} | {stat('realised_sparsity', np.mean)} |")
+    cells = [stat(key, reduce) for _, key, reduce in HOMEOSTASIS_COLUMNS]
+    lines.append(f"| {group} | {len(per_run[0])} | " + " | ".join(cells) + " |")
   return "\n".join(lines) if len(lines) > 2 else ""
 
 

@@ -26,8 +26,9 @@ def make_run(root, variant, seed, test_bleu, val_bleu, losses, hyps, convention=
       r.update({f"homeostasis/{s.format(mech=mech)}/entropy_ratio": 0.9 for s in SITES})
   (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
   homeostasis = {} if variant == "dropout" else {
-      s.format(mech=mech): {"entropy_ratio": 0.9, "histogram": {
-          "counts": [1, 2, 3, 4], "edges": [0, 0.25, 0.5, 0.75, 1.0]}} for s in SITES}
+      s.format(mech=mech): {"entropy_ratio": 0.9, "dead_share": 0.25 * i, "histogram": {
+          "counts": [1, 2, 3, 4], "edges": [0, 0.25, 0.5, 0.75, 1.0]}}
+      for i, s in enumerate(SITES)}
   (path / "test_2016_flickr.beam5.json").write_text(json.dumps({
       "data": "test_2016_flickr", "beam": 5, "seed": seed, "variant": variant,
       "bleu_tok": test_bleu, "homeostasis": homeostasis, "convention": convention,
@@ -67,7 +68,9 @@ def test_tables_hold_exact_means_stds_and_tests(runs, fake_multi30k):
   assert "| dropout | 2 | 29.50 ± 0.71 | 30.50 ± 0.71 | 29.50 ± 0.71 | – |" in report.bleu_table(
       groups, "test_2016_flickr", ("en", "fr"))
   homeostasis = report.homeostasis_table(groups, "test_2016_flickr")
-  assert "| kwta | 4 | 0.90 ± 0.00 | 0.90 ± 0.00 | – | – | – |" in homeostasis
+  # Dead shares 0, 0.25, 0.5 and 0.75 over the sites; no clip or sparsity recorded.
+  assert ("| kwta | 4 | 0.90 ± 0.00 | 0.90 ± 0.00 | – | – | 0.38 ± 0.00 | 0.75 ± 0.00 | – |"
+          in homeostasis)
   assert "| dropout |" not in homeostasis and "| rfb_kwta_dropout | 4 |" in homeostasis
   refs = report.texts(str(fake_multi30k), "raw", "test_2016_flickr", "de")
   sig = report.significance_table(groups, "dropout", "test_2016_flickr", refs, samples=200)
