@@ -21,7 +21,18 @@ import numpy as np
 
 Array = jax.Array
 Path = tuple[str, ...]
-CLIP_SHARE_WARNING = 0.1  # Warn when more than this share of boosts sit at the clip.
+WARN_ABOVE = 0.1  # Warn when a watched share stays above this for a whole period.
+WATCHED = {  # Per watched share: what it counts, and what it means for the site.
+    "clip_share": ("of the boosts have sat at the clip",
+                   "the boost no longer balances this site's features (shared/docs/"
+                   "homeostasis.md: winners by magnitude, a higher sparsity, or a "
+                   "non-negative site keep it homeostatic)"),
+    "dead_share": ("of the features have almost never won (duty cycle under a hundredth "
+                   "of the target)",
+                   "they get no gradient, so this site's features have polarised instead "
+                   "of evening out (winners by magnitude or a lower beta keep them in use; "
+                   "docs/results.md, stage 1)"),
+}
 
 
 def binary_entropy(p: Array) -> Array:
@@ -69,30 +80,32 @@ def summary_json(homeostasis: Mapping[str, Any], mechanisms: Mapping[Path, Any],
   return out
 
 
-class ClipWatch:
-  """Warns, once per mechanism, when more than `CLIP_SHARE_WARNING` of its boosts have sat
-  at the clip for a whole `period`, judged from the summaries logged every few steps."""
+class HomeostasisWatch:
+  """Warns, once per mechanism and share, when a share that the mechanism watches
+  (`Mechanism.watched`: boosts at the clip, dead features) has stayed above `WARN_ABOVE`
+  for a whole `period`, judged from the summaries logged every few steps."""
 
   def __init__(self, mechanisms: Mapping[Path, Any]):
     self.mechanisms = {"/".join(path): m for path, m in mechanisms.items()}
-    self.since: dict[str, int] = {}
-    self.warned: set[str] = set()
+    self.since: dict[tuple[str, str], int] = {}
+    self.warned: set[tuple[str, str]] = set()
 
   def update(self, step: int, summary: Mapping[str, Mapping[str, float]]) -> list[str]:
     """Takes the summary at `step`; returns the new warnings."""
     warnings = []
     for path, stats in summary.items():
-      if "clip_share" not in stats or float(stats["clip_share"]) <= CLIP_SHARE_WARNING:
-        self.since.pop(path, None)
-        continue
-      since = self.since.setdefault(path, step)
-      period = self.mechanisms[path].period  # Only boosting mechanisms report clip_share.
-      if step - since >= period and path not in self.warned:
-        self.warned.add(path)
-        warnings.append(
-            f"{path}: {float(stats['clip_share']):.0%} of the boosts have sat at the clip "
-            f"since step {since} (more than {CLIP_SHARE_WARNING:.0%} for a whole period of "
-            f"{period} steps): the boost no longer balances this site's "
-            "features (shared/docs/homeostasis.md: winners by magnitude, a higher "
-            "sparsity, or a non-negative site keep it homeostatic)")
+      mechanism = self.mechanisms[path]
+      for share in mechanism.watched:
+        key = (path, share)
+        if share not in stats or float(stats[share]) <= WARN_ABOVE:
+          self.since.pop(key, None)
+          continue
+        since = self.since.setdefault(key, step)
+        if step - since >= mechanism.period and key not in self.warned:
+          self.warned.add(key)
+          what, meaning = WATCHED[share]
+          warnings.append(
+              f"{path}: {float(stats[share]):.0%} {what} since step {since} (more than "
+              f"{WARN_ABOVE:.0%} for a whole period of {mechanism.period} steps): "
+              f"{meaning}")
     return warnings

@@ -49,6 +49,7 @@ class Mechanism:
   name: ClassVar[str] = ""
   uses_rng: ClassVar[bool] = False  # Whether training draws a key.
   eval_only: ClassVar[tuple[str, ...]] = ()  # Options that change only the eval output.
+  watched: ClassVar[tuple[str, ...]] = ()  # Shares training warns of (diagnostics.WATCHED).
 
   def initial_state(self, shape: tuple[int, ...], per_vector_valid: bool = False) -> State:
     """The arrays kept for statistics of trailing shape `shape`; `per_vector_valid` says
@@ -164,6 +165,7 @@ class KWTA(Homeostatic):
   by: ops.By = "value"
 
   name: ClassVar[str] = "kwta"
+  watched: ClassVar[tuple[str, ...]] = ("dead_share",)
 
   def __post_init__(self):
     super().__post_init__()
@@ -182,6 +184,8 @@ class Boosted(Homeostatic):
   beta: float = 1.0
   b_max: float = 10.0
   beta_decay: float = 1.0
+
+  watched: ClassVar[tuple[str, ...]] = ("clip_share",)
 
   def __post_init__(self):
     super().__post_init__()
@@ -224,6 +228,7 @@ class RFBKWTA(Boosted):
   by: ops.By = "value"
 
   name: ClassVar[str] = "rfb_kwta"
+  watched: ClassVar[tuple[str, ...]] = ("clip_share", "dead_share")
 
   def __post_init__(self):
     super().__post_init__()

@@ -130,7 +130,7 @@ def _train(c: ml_collections.ConfigDict, workdir: Path, stop: process.StopSignal
   next_epoch = jax.jit(lambda s: s.replace(homeostasis=end_epoch(s.homeostasis, mechanisms)),
                        out_shardings=shardings, donate_argnums=0)
   summarize = jax.jit(lambda h: diagnostics.summarize(h, mechanisms))
-  clip_watch = diagnostics.ClipWatch(mechanisms)
+  watch = diagnostics.HomeostasisWatch(mechanisms)
 
   split = c.data.eval_split
   sources, targets = data.ids[split]
@@ -185,7 +185,7 @@ def _train(c: ml_collections.ConfigDict, workdir: Path, stop: process.StopSignal
                   "wall_seconds": wall_before + now - loop_start}
         summary = jax.device_get(summarize(state.homeostasis))
         record.update(metrics.flatten_diagnostics(summary))
-        for warning in clip_watch.update(step, summary):
+        for warning in watch.update(step, summary):
           bar.write(f"warning: {warning}")
         last_log, tokens_since = now, 0
         bar.update(step, record)

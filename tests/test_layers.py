@@ -263,20 +263,32 @@ def test_diagnostics_exact_values_on_a_hand_made_state():
   assert json.loads(json.dumps(json_ready)) == json_ready
 
 
-def test_clip_watch_warns_once_per_site_after_a_whole_period_at_the_clip():
+def test_watch_warns_once_per_site_and_share_after_a_whole_period_above_a_tenth():
   mechanisms = {("enc", "rfb_kwta_0"): hj.RFBKWTA(period=300),
-                ("dec", "rfb_kwta_0"): hj.RFBKWTA(period=300), ("dec", "kwta_1"): hj.KWTA()}
-  watch = hj.diagnostics.ClipWatch(mechanisms)
-  def summary(enc, dec):
-    return {"enc/rfb_kwta_0": {"clip_share": enc}, "dec/rfb_kwta_0": {"clip_share": dec},
-            "dec/kwta_1": {"entropy_ratio": 0.5}}
+                ("dec", "rfb_kwta_0"): hj.RFBKWTA(period=300),
+                ("dec", "kwta_1"): hj.KWTA(period=200),
+                ("dec", "smart_inhibition_2"): hj.SmartInhibition(period=100)}
+  watch = hj.diagnostics.HomeostasisWatch(mechanisms)
+  def summary(enc, dec, dead=0.0):
+    return {"enc/rfb_kwta_0": {"clip_share": enc, "dead_share": dead},
+            "dec/rfb_kwta_0": {"clip_share": dec, "dead_share": 0.0},
+            "dec/kwta_1": {"entropy_ratio": 0.5, "dead_share": dead},
+            "dec/smart_inhibition_2": {"clip_share": 0.0, "dead_share": 0.9}}
   assert watch.update(100, summary(0.5, 0.5)) == []
   assert watch.update(300, summary(0.5, 0.05)) == []  # dec dropped below 10%: restarts.
   (warning,) = watch.update(400, summary(0.11, 0.5))  # enc: a whole period (100 to 400).
   assert warning.startswith("enc/rfb_kwta_0: 11% of the boosts have sat at the clip since "
                             "step 100")
-  assert watch.update(500, summary(0.5, 0.5)) == []  # Once per site.
+  assert watch.update(500, summary(0.5, 0.5)) == []  # Once per site and share.
   assert watch.update(700, summary(0.5, 0.5))[0].startswith("dec/rfb_kwta_0")
+  # Dead features: watched for kWTA and RFB-kWTA, not for Smart Inhibition, whose duty
+  # cycle records would-be winners only (all its features stay in use).
+  assert watch.update(800, summary(0.5, 0.5, dead=0.2)) == []
+  (kwta,) = watch.update(1000, summary(0.5, 0.5, dead=0.2))  # kWTA's period: 200.
+  assert kwta.startswith("dec/kwta_1: 20% of the features have almost never won")
+  (rfb,) = watch.update(1100, summary(0.5, 0.5, dead=0.2))
+  assert rfb.startswith("enc/rfb_kwta_0: 20% of the features") and "lower beta" in rfb
+  assert watch.update(5000, summary(0.5, 0.5, dead=0.2)) == []
 
 
 def test_attention_key_statistics_target_the_share_of_visible_keys():
