@@ -156,30 +156,35 @@ HOMEOSTASIS_COLUMNS = (  # (header, diagnostic, reduction over a run's sites)
     ("at clip (highest)", "clip_share", max),
     ("dead (mean)", "dead_share", np.mean),
     ("dead (highest)", "dead_share", max),
-    ("realised sparsity", "realised_sparsity", np.mean))
+    ("realised sparsity", "realised_sparsity", np.mean),
+    ("keep rate", "keep_rate", np.mean),
+    ("keep probability (lowest)", "keep_probability_min", min))
+# The mechanisms with per-feature statistics, one table row each per group.
+HOMEOSTATIC = ("kwta", "rfb_kwta", "smart_inhibition")
 
 
 def homeostasis_table(groups: dict[str, list[Run]], split: str) -> str:
-  """Per group, from `split`'s evaluation (the statistics at the end of training), over
-  the sites of its kWTA and RFB-kWTA mechanisms: the duty-cycle entropy ratio (mean and
-  lowest site), the share of features whose boost sits at the clip and the share that
-  almost never win (duty cycle under a hundredth of the target; mean and highest site),
-  and the realised sparsity; mean over seeds. Empty if no group has such sites."""
-  lines = ["| variant | sites | " + " | ".join(h for h, _, _ in HOMEOSTASIS_COLUMNS) + " |",
-           "|---|---|" + "---|" * len(HOMEOSTASIS_COLUMNS)]
+  """Per group and homeostatic mechanism (kWTA, RFB-kWTA, Smart Inhibition), from `split`'s
+  evaluation (the statistics at the end of training), over the mechanism's sites: the
+  duty-cycle entropy ratio (mean and lowest site), the share of features whose boost sits
+  at the clip and the share that almost never win (duty cycle under a hundredth of the
+  target; mean and highest site), the realised sparsity, and for Smart Inhibition the keep
+  rate and lowest keep probability; mean over seeds. Empty if no group has such sites."""
+  lines = ["| variant | mechanism | sites | " +
+           " | ".join(h for h, _, _ in HOMEOSTASIS_COLUMNS) + " |",
+           "|---|---|---|" + "---|" * len(HOMEOSTASIS_COLUMNS)]
   for group, runs in groups.items():
-    per_run = [[e for path, e in r.evals[split]["homeostasis"].items()
-                if path.rsplit("/", 1)[-1].rsplit("_", 1)[0] in ("kwta", "rfb_kwta")]
-               for r in runs if split in r.evals]
-    per_run = [entries for entries in per_run if entries]
-    if not per_run:
-      continue
-    def stat(key, reduce):
-      values = [reduce([e[key] for e in entries]) for entries in per_run
-                if all(key in e for e in entries)]
-      return mean_std(values)
-    cells = [stat(key, reduce) for _, key, reduce in HOMEOSTASIS_COLUMNS]
-    lines.append(f"| {group} | {len(per_run[0])} | " + " | ".join(cells) + " |")
+    for mechanism in HOMEOSTATIC:
+      per_run = [[e for path, e in r.evals[split]["homeostasis"].items()
+                  if path.rsplit("/", 1)[-1].rsplit("_", 1)[0] == mechanism]
+                 for r in runs if split in r.evals]
+      per_run = [entries for entries in per_run if entries]
+      if not per_run:
+        continue
+      cells = [mean_std([reduce([e[key] for e in entries]) for entries in per_run
+                         if all(key in e for e in entries)])
+               for _, key, reduce in HOMEOSTASIS_COLUMNS]
+      lines.append(f"| {group} | {mechanism} | {len(per_run[0])} | " + " | ".join(cells) + " |")
   return "\n".join(lines) if len(lines) > 2 else ""
 
 

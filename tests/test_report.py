@@ -54,7 +54,20 @@ def runs(tmp_path):
   return paths
 
 
+def add_smart_inhibition(path, keep_probability_min):
+  """Two Smart Inhibition sites beside a run's others, as in RFB-kWTA + Smart Inhibition."""
+  eval_json = path / "test_2016_flickr.beam5.json"
+  e = json.loads(eval_json.read_text())
+  for i in range(2):
+    e["homeostasis"][f"encoder_layers_{i}/attention_block/block_output/smart_inhibition_0"] = {
+        "entropy_ratio": 0.8, "dead_share": 0.0, "keep_rate": 0.7,
+        "keep_probability_min": keep_probability_min + 0.1 * i}
+  eval_json.write_text(json.dumps(e))
+
+
 def test_tables_hold_exact_means_stds_and_tests(runs, fake_multi30k):
+  add_smart_inhibition(runs[4], 0.6)  # rfb_kwta_dropout, seeds 0 and 1.
+  add_smart_inhibition(runs[5], 0.5)
   groups = report.groups_of([report.load_run(p) for p in runs])
   assert list(groups) == ["dropout", "kwta", "rfb_kwta_dropout"]
   table = report.bleu_table(groups, "test_2016_flickr")
@@ -68,10 +81,14 @@ def test_tables_hold_exact_means_stds_and_tests(runs, fake_multi30k):
   assert "| dropout | 2 | 29.50 ± 0.71 | 30.50 ± 0.71 | 29.50 ± 0.71 | – |" in report.bleu_table(
       groups, "test_2016_flickr", ("en", "fr"))
   homeostasis = report.homeostasis_table(groups, "test_2016_flickr")
-  # Dead shares 0, 0.25, 0.5 and 0.75 over the sites; no clip or sparsity recorded.
-  assert ("| kwta | 4 | 0.90 ± 0.00 | 0.90 ± 0.00 | – | – | 0.38 ± 0.00 | 0.75 ± 0.00 | – |"
-          in homeostasis)
-  assert "| dropout |" not in homeostasis and "| rfb_kwta_dropout | 4 |" in homeostasis
+  # Dead shares 0, 0.25, 0.5 and 0.75 over the sites; no clip, sparsity or keep recorded.
+  assert ("| kwta | kwta | 4 | 0.90 ± 0.00 | 0.90 ± 0.00 | – | – | 0.38 ± 0.00 | 0.75 ± 0.00 "
+          "| – | – | – |") in homeostasis
+  assert "| dropout |" not in homeostasis
+  assert "| rfb_kwta_dropout | rfb_kwta | 4 | 0.90 ± 0.00 |" in homeostasis
+  # Its Smart Inhibition sites in a row of their own: lowest keep probabilities 0.6 and 0.5.
+  assert ("| rfb_kwta_dropout | smart_inhibition | 2 | 0.80 ± 0.00 | 0.80 ± 0.00 | – | – | "
+          "0.00 ± 0.00 | 0.00 ± 0.00 | – | 0.70 ± 0.00 | 0.55 ± 0.07 |") in homeostasis
   refs = report.texts(str(fake_multi30k), "raw", "test_2016_flickr", "de")
   sig = report.significance_table(groups, "dropout", "test_2016_flickr", refs, samples=200)
   row = next(l for l in sig.splitlines() if l.startswith("| kwta |"))
