@@ -12,9 +12,10 @@ from homeojax.mechanisms import parse_chain
 
 ROLES = ("classic", "dropout", "kwta", "rfb_kwta_dropout", "smart_inhibition",
          "rfb_kwta_smart_inhibition")
-# Stage 1's choice: the RFB-kWTA + dropout run (an arm, or `ARM-rateR` from stage 1b) and
-# the Smart Inhibition arm.
-SELECTED: dict[str, str | None] = {"rfb_kwta_dropout": None, "smart_inhibition": None}
+# Stage 1's choice: the RFB-kWTA + dropout run (an arm, or `ARM-rateR` from stage 1b), the
+# Smart Inhibition arm, and the dropout run (`dropout`, or `dropout-rateR` from stage 1b).
+SELECTED: dict[str, str | None] = {"rfb_kwta_dropout": None, "smart_inhibition": None,
+                                   "dropout": None}
 
 
 def _renamed(chain: str, names: dict[str, str]) -> str:
@@ -26,22 +27,37 @@ def _renamed(chain: str, names: dict[str, str]) -> str:
   return ", ".join(name for name in renamed if name)
 
 
-def build(role: str, rfb_run: str | None, si_arm: str | None):
-  """The config of `role` with the full literature budget, from the selected RFB-kWTA +
-  dropout run (an arm, or `ARM-rateR`) and Smart Inhibition arm of stage 1."""
+def _explored(run: str):
+  """Stage 1's config of a run: an arm, or `ARM-rateR` (its dropout at R, stage 1b)."""
+  arm, _, rate = run.partition("-rate")
+  c = exploration.get_config(arm)
+  if rate:
+    c.mechanisms.dropout.rate = float(rate)
+  return c
+
+
+def build(role: str, rfb_run: str | None, si_arm: str | None,
+          dropout_run: str | None = None):
+  """The config of `role` with the full literature budget, from the runs stage 1
+  selected: RFB-kWTA + dropout (an arm, or `ARM-rateR`), Smart Inhibition, and dropout
+  (`dropout-rateR` retunes the recipe's rate; None or `dropout` keeps it)."""
   if role not in ROLES:
     raise ValueError(f"variant={role!r} is not one of {ROLES}")
-  if role in ("classic", "dropout"):
+  if role == "classic":
     return literature.get_config(role)
+  if role == "dropout":
+    c = literature.get_config(role)
+    if dropout_run:
+      if dropout_run.partition("-rate")[0] != "dropout":
+        raise ValueError(f"dropout run {dropout_run!r} is not `dropout` or `dropout-rateR`")
+      c.mechanisms.dropout.rate = _explored(dropout_run).mechanisms.dropout.rate
+    return c
   needed = {"smart_inhibition": (si_arm,),
             "rfb_kwta_smart_inhibition": (rfb_run, si_arm)}.get(role, (rfb_run,))
   if not all(needed):
     raise ValueError(f"variant={role!r} needs stage 1's selection: fill in "
                      "configs/confirmation.py SELECTED from results/exploration/selection.json")
-  arm, _, rate = (si_arm if role == "smart_inhibition" else rfb_run).partition("-rate")
-  c = exploration.get_config(arm)
-  if rate:
-    c.mechanisms.dropout.rate = float(rate)
+  c = _explored(si_arm if role == "smart_inhibition" else rfb_run)
   names = {}
   if role == "kwta":  # The selected winners, without boost, and no dropout anywhere.
     for option in ("sparsity", "period", "method", "by"):
@@ -62,4 +78,5 @@ def build(role: str, rfb_run: str | None, si_arm: str | None):
 
 
 def get_config(role: str = "dropout"):
-  return build(role, SELECTED["rfb_kwta_dropout"], SELECTED["smart_inhibition"])
+  return build(role, SELECTED["rfb_kwta_dropout"], SELECTED["smart_inhibition"],
+               SELECTED["dropout"])

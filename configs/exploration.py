@@ -72,9 +72,11 @@ def realised_sparsity(evaluation: dict) -> float | None:
 def select(scores: dict[str, float], sparsity: dict[str, float]) -> dict[str, str | None]:
   """The pre-registered selection (docs/results.md) from validation BLEU per run name (an
   arm, or an arm with a dropout rate from stage 1b, e.g. `rfb_magnitude-rate0.2`): the
-  best boosted RFB-kWTA + dropout run, the best Smart Inhibition arm, and whether plain
-  kWTA + dropout (`rfb_beta0`) beat every boosted run. Ties go to the arm listed first in
-  `ARMS`, then to the recipe's rate; None where no such run has a score.
+  best boosted RFB-kWTA + dropout run, the best Smart Inhibition arm, the best run of the
+  `dropout` arm (its rate retuned as the RFB-kWTA arm's is; the amendment of 2026-12-06),
+  and whether plain kWTA + dropout (`rfb_beta0`) beat every boosted run. Ties go to the
+  arm listed first in `ARMS`, then to the recipe's rate, then to the lower rate; None
+  where no such run has a score.
 
   An RFB-kWTA run takes part only if its kWTA selects: its entry in `sparsity` (each
   run's `realised_sparsity`) is at least half its arm's s (the deviation of 2026-12-05 in
@@ -86,7 +88,7 @@ def select(scores: dict[str, float], sparsity: dict[str, float]) -> dict[str, st
     arm, _, rate = name.partition("-rate")
     if arm not in order:
       raise ValueError(f"run {name!r} is not an arm of {tuple(ARMS)} (with -rateR)")
-    return (-scores[name], order[arm], rate != "")
+    return (-scores[name], order[arm], rate != "", float(rate or 0))
   def best(names):
     return min(names, key=rank) if names else None
   def selects(name):
@@ -99,4 +101,5 @@ def select(scores: dict[str, float], sparsity: dict[str, float]) -> dict[str, st
   beta0 = [scores[n] for n in rfb_runs if n.startswith("rfb_beta0")]
   return {"rfb_kwta_dropout": rfb,
           "smart_inhibition": best([n for n in scores if n.startswith("si_")]),
+          "dropout": best([n for n in scores if n.partition("-rate")[0] == "dropout"]),
           "boost_does_not_help": bool(rfb and beta0 and max(beta0) > scores[rfb])}

@@ -7,7 +7,9 @@
 #   HOMEOJAX_MULTI30K=../shared/data/multi30k bash results/run_confirmation.sh
 #
 # RUNS (default runs/) holds the training work dirs, RESULTS (default results/) receives
-# each finished run. Dropout's en->de seeds are the baseline runs results/literature-dropout-*.
+# each finished run. Dropout's en->de seeds are the baseline runs results/literature-dropout-*,
+# unless stage 1b retuned dropout's rate (SELECTED['dropout'] = dropout-rateR): then dropout
+# trains three seeds at that rate here too.
 # LANES=2 trains two runs at a time, one per core (results/common.sh).
 . "$(dirname "$0")/common.sh"
 COMMON=(--config=configs/confirmation.py --seeds=0,1,2 --split=test_2016_flickr --beam=5
@@ -30,10 +32,12 @@ continue_exploration() {  # ROLE ARM_RUN
 continue_exploration rfb_kwta_dropout "$(selected rfb_kwta_dropout)"
 continue_exploration smart_inhibition "$(selected smart_inhibition)"
 
+EN_DE=classic,kwta,rfb_kwta_dropout,smart_inhibition,rfb_kwta_smart_inhibition
+case "$(selected dropout)" in dropout|None) ;; *) EN_DE+=,dropout ;; esac
+
 prepare_data de fr cs
 lanes "${COMMON[@]}" --runs_dir="$RUNS/confirmation" \
-  --results_dir="$RESULTS/confirmation" \
-  --variants=classic,kwta,rfb_kwta_dropout,smart_inhibition,rfb_kwta_smart_inhibition
+  --results_dir="$RESULTS/confirmation" --variants="$EN_DE"
 
 for lang in fr cs; do
   lanes "${COMMON[@]}" --runs_dir="$RUNS/confirmation_$lang" \

@@ -95,13 +95,18 @@ def test_selection_follows_the_pre_registered_rule():
   # recipe's rate; rfb_beta0 (kWTA + dropout) is never the RFB-kWTA choice.
   assert exploration.select(scores, sparsity) == {"rfb_kwta_dropout": "rfb_magnitude",
                                                   "smart_inhibition": "si_s0.1_beta1",
+                                                  "dropout": "dropout",
                                                   "boost_does_not_help": False}
   scores["rfb_beta0"] = 31.0
   assert exploration.select(scores, sparsity)["boost_does_not_help"] is True
   scores["rfb_attn_weights_beta0"] = 40.0  # Post hoc: it never takes part.
   assert exploration.select(scores, sparsity)["rfb_kwta_dropout"] == "rfb_magnitude"
+  # The dropout arm's rate is retuned by the same rule; ties go to the lower rate.
+  scores |= {"dropout-rate0.2": 30.3, "dropout-rate0.1": 30.3}
+  assert exploration.select(scores, sparsity)["dropout"] == "dropout-rate0.1"
   assert exploration.select({"dropout": 1.0}, {}) == {
-      "rfb_kwta_dropout": None, "smart_inhibition": None, "boost_does_not_help": False}
+      "rfb_kwta_dropout": None, "smart_inhibition": None, "dropout": "dropout",
+      "boost_does_not_help": False}
   with pytest.raises(ValueError, match="arm='rfb_s0.3'"):
     exploration.select({"rfb_s0.3": 1.0}, {"rfb_s0.3": 0.3})
   with pytest.raises(ValueError, match="run 'rfb' has no realised sparsity"):
@@ -113,7 +118,8 @@ def test_a_run_whose_kwta_does_not_select_takes_no_part():
   scores = {"rfb": 30.0, "rfb_ffn_hidden": 31.0, "rfb_s0.1": 30.5, "rfb_beta0": 32.0}
   sparsity = {"rfb": 0.5, "rfb_ffn_hidden": 0.24, "rfb_s0.1": 0.05, "rfb_beta0": 0.01}
   assert exploration.select(scores, sparsity) == {
-      "rfb_kwta_dropout": "rfb_s0.1", "smart_inhibition": None, "boost_does_not_help": False}
+      "rfb_kwta_dropout": "rfb_s0.1", "smart_inhibition": None, "dropout": None,
+      "boost_does_not_help": False}
   sparsity["rfb_ffn_hidden"] = 0.25
   assert exploration.select(scores, sparsity)["rfb_kwta_dropout"] == "rfb_ffn_hidden"
 
@@ -154,8 +160,13 @@ def test_confirmation_takes_each_selected_setting():
   both = confirmation.build("rfb_kwta_smart_inhibition", "rfb_ffn_hidden", "si_s0.3_beta4")
   assert (both.mechanisms.smart_inhibition.sparsity, both.mechanisms.smart_inhibition.beta) \
       == (0.3, 4.0)
-  assert site_chains(confirmation.build("dropout", None, None)) == site_chains(
-      literature.get_config("dropout"))
+  recipe = literature.get_config("dropout")
+  for run in (None, "dropout"):
+    assert confirmation.build("dropout", None, None, run) == recipe
+  retuned = confirmation.build("dropout", None, None, "dropout-rate0.2")
+  assert retuned.mechanisms.dropout.rate == 0.2 and recipe.mechanisms.dropout.rate == 0.3
+  assert site_chains(retuned) == {site: chain.replace("rate=0.3", "rate=0.2")
+                                  for site, chain in site_chains(recipe).items()}
 
 
 def test_confirmation_needs_the_selection():
@@ -163,6 +174,8 @@ def test_confirmation_needs_the_selection():
     confirmation.build("kwta", None, "si_s0.3_beta1")
   with pytest.raises(ValueError, match="variant='nope' is not one of"):
     confirmation.build("nope", "rfb", "si_s0.3_beta1")
+  with pytest.raises(ValueError, match="dropout run 'rfb-rate0.2' is not"):
+    confirmation.build("dropout", None, None, "rfb-rate0.2")
 
 
 @pytest.mark.parametrize("role, run", [("rfb_kwta_dropout", "rfb_s0.7-rate0.1"),
