@@ -43,21 +43,16 @@ def build(role: str, rfb_run: str | None, si_arm: str | None,
   (`dropout-rateR` retunes the recipe's rate; None or `dropout` keeps it)."""
   if role not in ROLES:
     raise ValueError(f"variant={role!r} is not one of {ROLES}")
-  if role == "classic":
-    return literature.get_config(role)
-  if role == "dropout":
-    c = literature.get_config(role)
-    if dropout_run:
-      if dropout_run.partition("-rate")[0] != "dropout":
-        raise ValueError(f"dropout run {dropout_run!r} is not `dropout` or `dropout-rateR`")
-      c.mechanisms.dropout.rate = _explored(dropout_run).mechanisms.dropout.rate
-    return c
-  needed = {"smart_inhibition": (si_arm,),
+  if role == "classic" or (role == "dropout" and dropout_run in (None, "dropout")):
+    return literature.get_config(role)  # Dropout at the recipe's rate: the baseline seeds.
+  if role == "dropout" and dropout_run.partition("-rate")[0] != "dropout":
+    raise ValueError(f"dropout run {dropout_run!r} is not `dropout` or `dropout-rateR`")
+  needed = {"dropout": (dropout_run,), "smart_inhibition": (si_arm,),
             "rfb_kwta_smart_inhibition": (rfb_run, si_arm)}.get(role, (rfb_run,))
   if not all(needed):
     raise ValueError(f"variant={role!r} needs stage 1's selection: fill in "
                      "configs/confirmation.py SELECTED from results/exploration/selection.json")
-  c = _explored(si_arm if role == "smart_inhibition" else rfb_run)
+  c = _explored({"dropout": dropout_run, "smart_inhibition": si_arm}.get(role, rfb_run))
   names = {}
   if role == "kwta":  # The selected winners, without boost, and no dropout anywhere.
     for option in ("sparsity", "period", "method", "by"):

@@ -16,8 +16,9 @@ COMMON=(--config=configs/confirmation.py --seeds=0,1,2 --split=test_2016_flickr 
         --average_last=10 --train_sentences=1000
         "--set=data.local_dir=$DATA" "--set=data.tfds_dir=$RUNS/tfds")
 
-# Seed 0 of a selected arm continues its exploration run, of which it is the start: same
-# model, data order and schedule (checked on resume). Its validation evaluation stays behind.
+# Seed 0 of a selected run (of dropout only if retuned) continues its exploration run, of
+# which it is the start: same model, data order and schedule (checked on resume). Its
+# validation evaluation stays behind.
 selected() {
   python -c "from homeojax.configs import confirmation; print(confirmation.SELECTED['$1'])"
 }
@@ -31,9 +32,11 @@ continue_exploration() {  # ROLE ARM_RUN
 }
 continue_exploration rfb_kwta_dropout "$(selected rfb_kwta_dropout)"
 continue_exploration smart_inhibition "$(selected smart_inhibition)"
-
 EN_DE=classic,kwta,rfb_kwta_dropout,smart_inhibition,rfb_kwta_smart_inhibition
-case "$(selected dropout)" in dropout|None) ;; *) EN_DE+=,dropout ;; esac
+case "$(selected dropout)" in
+  dropout|None) ;;  # The recipe's rate: the baseline seeds are dropout.
+  *) EN_DE+=,dropout; continue_exploration dropout "$(selected dropout)" ;;
+esac
 
 prepare_data de fr cs
 lanes "${COMMON[@]}" --runs_dir="$RUNS/confirmation" \
