@@ -14,6 +14,7 @@ adds one run per value; `--commit` commits each finished run's results folder al
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import shlex
 import json
@@ -96,6 +97,18 @@ def check_configs(runs: list[Run], config: str, sets: list[tuple[str, str]]) -> 
       raise ValueError(f"run {run.name}: {e}") from None
 
 
+def check_source() -> None:
+  """Raises unless the configs that config files import (`homeojax.configs`) come from the
+  source tree of this code, whose commit `run.json` records."""
+  spec = importlib.util.find_spec("homeojax.configs")
+  configs = Path(spec.submodule_search_locations[0]).resolve()
+  if not configs.is_relative_to(SOURCE_DIR):
+    raise RuntimeError(
+        f"homeojax.configs comes from {configs}, outside this source tree {SOURCE_DIR} "
+        "(another checkout's editable install), so runs would mix two versions: install "
+        f"this checkout (pip install -e {SOURCE_DIR}) or run the grid from that one")
+
+
 def _git_commit() -> str:
   result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SOURCE_DIR, capture_output=True,
                           text=True)
@@ -165,6 +178,7 @@ def commit(path: Path, message: str) -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  check_source()
   f = flags.FLAGS
   sets = [parse_assignment(s) for s in f.set]
   runs = lane_of(plan(f.variants, f.seeds, f.sweep), f.lane)

@@ -53,6 +53,13 @@ def test_the_config_file_checks_variant_names_in_one_line():
   assert "\n" not in message and "Traceback" not in message
 
 
+def test_configs_must_come_from_the_same_source_tree(tmp_path, monkeypatch):
+  grid.check_source()  # This checkout's own install.
+  monkeypatch.setattr(grid, "SOURCE_DIR", tmp_path)  # As a clone using another's install.
+  with pytest.raises(RuntimeError, match=f"outside this source tree {tmp_path} "):
+    grid.check_source()
+
+
 def test_finished_runs_are_skipped(tmp_path):
   """From another directory (the shipped config), with a results dir under `~`."""
   (tmp_path / "résults dir" / "dropout-seed1").mkdir(parents=True)
