@@ -99,8 +99,11 @@ def check_configs(runs: list[Run], config: str, sets: list[tuple[str, str]]) -> 
 
 def check_source() -> None:
   """Raises unless the configs that config files import (`homeojax.configs`) come from the
-  source tree of this code, whose commit `run.json` records."""
+  source tree of this code, whose commit `run.json` records; an uninstalled checkout has
+  none to mix."""
   spec = importlib.util.find_spec("homeojax.configs")
+  if spec is None:
+    return
   configs = Path(spec.submodule_search_locations[0]).resolve()
   if not configs.is_relative_to(SOURCE_DIR):
     raise RuntimeError(

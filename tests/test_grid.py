@@ -58,6 +58,8 @@ def test_configs_must_come_from_the_same_source_tree(tmp_path, monkeypatch):
   monkeypatch.setattr(grid, "SOURCE_DIR", tmp_path)  # As a clone using another's install.
   with pytest.raises(RuntimeError, match=f"outside this source tree {tmp_path} "):
     grid.check_source()
+  monkeypatch.setattr(grid.importlib.util, "find_spec", lambda name: None)
+  grid.check_source()  # An uninstalled checkout: its config files import no shipped ones.
 
 
 def test_finished_runs_are_skipped(tmp_path):
