@@ -106,7 +106,7 @@ def check_source() -> None:
     return
   configs = Path(spec.submodule_search_locations[0]).resolve()
   if not configs.is_relative_to(SOURCE_DIR):
-    raise RuntimeError(
+    raise ValueError(  # A user error: the CLI prints it as one line.
         f"homeojax.configs comes from {configs}, outside this source tree {SOURCE_DIR} "
         "(another checkout's editable install), so runs would mix two versions: install "
         f"this checkout (pip install -e {SOURCE_DIR}) or run the grid from that one")

@@ -56,7 +56,7 @@ def test_the_config_file_checks_variant_names_in_one_line():
 def test_configs_must_come_from_the_same_source_tree(tmp_path, monkeypatch):
   grid.check_source()  # This checkout's own install.
   monkeypatch.setattr(grid, "SOURCE_DIR", tmp_path)  # As a clone using another's install.
-  with pytest.raises(RuntimeError, match=f"outside this source tree {tmp_path} "):
+  with pytest.raises(ValueError, match=f"outside this source tree {tmp_path} "):
     grid.check_source()
   monkeypatch.setattr(grid.importlib.util, "find_spec", lambda name: None)
   grid.check_source()  # An uninstalled checkout: its config files import no shipped ones.
