@@ -33,9 +33,10 @@ continue_exploration() {  # ROLE ARM_RUN
 continue_exploration rfb_kwta_dropout "$(selected rfb_kwta_dropout)"
 continue_exploration smart_inhibition "$(selected smart_inhibition)"
 EN_DE=classic,kwta,rfb_kwta_dropout,smart_inhibition,rfb_kwta_smart_inhibition
-case "$(selected dropout)" in
+DROPOUT_RUN=$(selected dropout)
+case "$DROPOUT_RUN" in
   dropout|None) ;;  # The recipe's rate: the baseline seeds are dropout.
-  *) EN_DE+=,dropout; continue_exploration dropout "$(selected dropout)" ;;
+  *) EN_DE+=,dropout; continue_exploration dropout "$DROPOUT_RUN" ;;
 esac
 
 prepare_data de fr cs
