@@ -417,10 +417,10 @@ def main(argv):
   f = flags.FLAGS
   runs = [load_run(paths.absolute(p)) for p in argv[1:]]
   groups = groups_of(runs)
-  baseline = f.baseline
-  if baseline and baseline not in groups:
-    raise ValueError(f"--baseline={baseline!r} is not among the runs' groups {list(groups)}; "
-                     "give one of them, or --baseline= for no comparison")
+  for baseline in f.baseline:
+    if baseline not in groups:
+      raise ValueError(f"--baseline={baseline!r} is not among the runs' groups "
+                       f"{list(groups)}; give one of them, or --baseline= for no comparison")
   found = sorted({split for r in runs for split in r.evals})
   if found and f.split not in found:
     raise ValueError(f"--split={f.split!r}: no run has an evaluation of it (found: "
@@ -440,11 +440,11 @@ def main(argv):
            bleu_table(groups, f.split, (source_lang, target_lang))]
   parts += [t for t in (memorization_table(groups, f.split),
                         homeostasis_table(groups, f.split)) if t]
-  if baseline and len(groups) > 1:
-    parts.append(significance_table(groups, baseline, f.split, refs, convention) or
-                 f"(No run shares a seed with a {baseline!r} run.)")
-  if baseline and data_dir and f.subtle:
-    parts.append(subtle_patterns(groups, baseline, f.split, data_dir, convention,
+  if len(groups) > 1:
+    parts += [significance_table(groups, baseline, f.split, refs, convention) or
+              f"(No run shares a seed with a {baseline!r} run.)" for baseline in f.baseline]
+  if f.baseline and data_dir and f.subtle:
+    parts.append(subtle_patterns(groups, f.baseline[0], f.split, data_dir, convention,
                                  source_lang, target_lang))
   parts.append("\n".join(f"![{p}]({rel / p})" for p in plots))
   text = "\n\n".join(parts) + "\n"
@@ -460,12 +460,13 @@ def console_main() -> None:
   """`homeojax-report`, also `python -m homeojax.report`: defines the flags, runs `main`."""
   flags.DEFINE_string("out_dir", "report", "Where the tables (report.md) and PNGs go.")
   flags.DEFINE_string("split", "test_2016_flickr", "Split of the final table.")
-  flags.DEFINE_string("baseline", "dropout", "Group the others are compared with; empty "
-                      "for no comparison.")
+  flags.DEFINE_list("baseline", ["dropout"], "Groups the others are compared with, one "
+                    "table each (--subtle uses the first); empty for no comparison.")
   flags.DEFINE_string("data_dir", None, "Local Multi30K copy, for the references of the "
                       "paired bootstrap and --subtle (skipped without it).")
   flags.DEFINE_bool("subtle", False, "With --data_dir and a baseline: word F-measure by "
-                    "training frequency, BLEU by source length, and differing examples.")
+                    "training frequency, BLEU by source length, and differing examples, "
+                    "against the first baseline.")
   flags.DEFINE_string("doc", None, "Markdown file whose report section is replaced.")
   flags.DEFINE_string("section", "grid", "Name of that section.")
   cli.run(main)

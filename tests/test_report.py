@@ -141,12 +141,24 @@ def test_rejects_a_directory_without_metrics(tmp_path):
     report.load_run(tmp_path)
 
 
-def test_empty_baseline_leaves_out_the_comparison(runs, tmp_path):
+@pytest.mark.parametrize("baselines", ["", "kwta,dropout"])
+def test_one_comparison_table_per_baseline(runs, tmp_path, baselines):
+  """Each group of `--baseline` in its own table, in order; empty for none."""
   command = [sys.executable, "-m", "homeojax.report", *map(str, runs),
-             f"--out_dir={tmp_path / 'plots'}", "--baseline="]
+             f"--out_dir={tmp_path / 'plots'}", f"--baseline={baselines}"]
   out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
   assert "| kwta | 2 |" in out
-  assert "Δ sacreBLEU" not in out and "shares a seed" not in out
+  headers = [l.split("|")[2].strip() for l in out.splitlines() if "| Δ sacreBLEU vs" in l]
+  expected = [f"Δ sacreBLEU vs {b} (mean over seeds)" for b in baselines.split(",") if b]
+  assert headers == expected and "shares a seed" not in out
+
+
+def test_rejects_an_unknown_baseline_among_several(runs, tmp_path):
+  command = [sys.executable, "-m", "homeojax.report", *map(str, runs),
+             f"--out_dir={tmp_path / 'plots'}", "--baseline=dropout,dropot"]
+  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+  assert done.returncode == 1 and "--baseline='dropot' is not among" in done.stderr
+  assert not (tmp_path / "plots").exists()
 
 
 def test_tok_runs_compare_tokenized_bleu_and_show_the_subtle_patterns(fake_multi30k,
