@@ -2,8 +2,8 @@
 the full literature recipe, built from the arms stage 1 selected.
 
 Variant: `--config=configs/confirmation.py:rfb_kwta_dropout` (default `dropout`), one of
-`ROLES`. `SELECTED` holds stage 1's choice (`results/exploration/selection.json`); until it
-is filled in, only `classic` and `dropout` (the literature recipe's own) can be built.
+`ROLES`. `SELECTED` holds stage 1's choice (`results/exploration/selection.json`, 2026-12-06);
+with it empty, only `classic` and `dropout` (the literature recipe's own) can be built.
 Evaluate as the baseline: `eval.py --split=test_2016_flickr --average_last=10`.
 """
 
@@ -14,8 +14,9 @@ ROLES = ("classic", "dropout", "kwta", "rfb_kwta_dropout", "smart_inhibition",
          "rfb_kwta_smart_inhibition")
 # Stage 1's choice: the RFB-kWTA + dropout run (an arm, or `ARM-rateR` from stage 1b), the
 # Smart Inhibition arm, and the dropout run (`dropout`, or `dropout-rateR` from stage 1b).
-SELECTED: dict[str, str | None] = {"rfb_kwta_dropout": None, "smart_inhibition": None,
-                                   "dropout": None}
+SELECTED: dict[str, str | None] = {"rfb_kwta_dropout": "rfb_attn_weights-rate0.1",
+                                   "smart_inhibition": "si_s0.1_beta1",
+                                   "dropout": "dropout-rate0.1"}
 
 
 def _renamed(chain: str, names: dict[str, str]) -> str:

@@ -32,12 +32,13 @@ continue_exploration() {  # ROLE ARM_RUN
 }
 continue_exploration rfb_kwta_dropout "$(selected rfb_kwta_dropout)"
 continue_exploration smart_inhibition "$(selected smart_inhibition)"
-EN_DE=classic,kwta,rfb_kwta_dropout,smart_inhibition,rfb_kwta_smart_inhibition
+# The headline pair first: each seed round starts with dropout and RFB-kWTA + dropout.
 DROPOUT_RUN=$(selected dropout)
 case "$DROPOUT_RUN" in
-  dropout|None) ;;  # The recipe's rate: the baseline seeds are dropout.
-  *) EN_DE+=,dropout; continue_exploration dropout "$DROPOUT_RUN" ;;
+  dropout|None) EN_DE= ;;  # The recipe's rate: the baseline seeds are dropout.
+  *) EN_DE=dropout,; continue_exploration dropout "$DROPOUT_RUN" ;;
 esac
+EN_DE+=rfb_kwta_dropout,smart_inhibition,kwta,rfb_kwta_smart_inhibition,classic
 
 prepare_data de fr cs
 lanes "${COMMON[@]}" --runs_dir="$RUNS/confirmation" \

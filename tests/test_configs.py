@@ -1,7 +1,10 @@
 """The shipped experiment configs: the literature recipe's variants and issue 26's arms."""
 
+import json
+
 import pytest
 
+from conftest import ROOT
 from homeojax import config as config_lib
 from homeojax.configs import confirmation, exploration, literature
 from homeojax.model import SITE_NAMES
@@ -180,6 +183,7 @@ def test_confirmation_needs_the_selection():
 
 @pytest.mark.parametrize("role, run", [("rfb_kwta_dropout", "rfb_s0.7-rate0.1"),
                                        ("rfb_kwta_dropout", "rfb"),
+                                       ("rfb_kwta_dropout", "rfb_attn_weights-rate0.1"),
                                        ("smart_inhibition", "si_s0.1_beta1"),
                                        ("dropout", "dropout-rate0.1")])
 def test_a_selected_role_continues_its_exploration_run(role, run):
@@ -193,3 +197,12 @@ def test_a_selected_role_continues_its_exploration_run(role, run):
   assert before.keys() == after.keys()
   assert {k for k in after if before[k] != after[k]} - {"variant"} == {
       "num_train_steps", "keep_checkpoints"}
+
+
+def test_selected_is_stage_1s_choice_and_builds_every_role():
+  """SELECTED is what the selection rule wrote, and the confirmation can build each role."""
+  chosen = json.loads((ROOT / "results/exploration/selection.json").read_text())
+  assert confirmation.SELECTED == {role: chosen[role] for role in confirmation.SELECTED}
+  for role in confirmation.ROLES:
+    c = confirmation.get_config(role)
+    assert c.variant == role and c.num_train_steps == literature.get_config().num_train_steps
