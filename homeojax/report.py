@@ -95,13 +95,13 @@ def load_run(path: str | Path) -> Run:
 
 
 def mean_std(values: Sequence[float | None]) -> str:
-  """`mean ± std` of the known values (`–` if none)."""
-  values = [v for v in values if v is not None]
-  if not values:
+  """`mean ± std` of the known values (`–` if none), with `(n of m)` if some are unknown."""
+  known = [v for v in values if v is not None]
+  if not known:
     return "–"
-  if len(values) == 1:
-    return f"{values[0]:.2f}"
-  return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+  text = (f"{known[0]:.2f}" if len(known) == 1
+          else f"{statistics.mean(known):.2f} ± {statistics.stdev(known):.2f}")
+  return text if len(known) == len(values) else f"{text} ({len(known)} of {len(values)})"
 
 
 def groups_of(runs: Sequence[Run]) -> dict[str, list[Run]]:

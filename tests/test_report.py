@@ -185,3 +185,17 @@ def test_tok_runs_compare_tokenized_bleu_and_show_the_subtle_patterns(fake_multi
   assert f_rows and all(r[2] == "100.00" and r[3].split()[1].startswith("(-") for r in f_rows)
   assert "| 1-9 | 30 | 100.00 |" in out  # Every fake source has 3-7 words and a period.
   assert "**Where kwta and dropout differ most** (seed 0" in out and "(loss, -" in out
+
+
+def test_a_mean_over_some_seeds_says_how_many(runs):
+  assert report.mean_std([1.0, None, 3.0]) == "2.00 ± 1.41 (2 of 3)"
+  assert report.mean_std([1.0, 3.0]) == "2.00 ± 1.41"
+  assert report.mean_std([None, None]) == "–"
+  # The fit to the training data evaluated for dropout's seed 0 only.
+  (runs[0] / "train.first2.beam5.json").write_text(json.dumps({
+      "data": "train", "beam": 5, "seed": 0, "bleu_tok": 80.0, "loss": 0.25,
+      "homeostasis": {}}))
+  groups = report.groups_of([report.load_run(p) for p in runs])
+  table = report.memorization_table(groups, "test_2016_flickr")
+  assert "| dropout | 2 | 80.00 (1 of 2) | 0.25 (1 of 2) | 30.50 ± 0.71 | – |" in table
+  assert "| kwta | 2 | – | – | 21.00 ± 1.41 | – |" in table
