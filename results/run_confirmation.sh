@@ -32,17 +32,20 @@ continue_exploration() {  # ROLE ARM_RUN
 }
 continue_exploration rfb_kwta_dropout "$(selected rfb_kwta_dropout)"
 continue_exploration smart_inhibition "$(selected smart_inhibition)"
-# The headline pair first: each seed round starts with dropout and RFB-kWTA + dropout.
+# The headline pair first, all its seeds: dropout and RFB-kWTA + dropout, the main claim,
+# then the other four variants.
 DROPOUT_RUN=$(selected dropout)
 case "$DROPOUT_RUN" in
-  dropout|None) EN_DE= ;;  # The recipe's rate: the baseline seeds are dropout.
-  *) EN_DE=dropout,; continue_exploration dropout "$DROPOUT_RUN" ;;
+  dropout|None) HEADLINE= ;;  # The recipe's rate: the baseline seeds are dropout.
+  *) HEADLINE=dropout,; continue_exploration dropout "$DROPOUT_RUN" ;;
 esac
-EN_DE+=rfb_kwta_dropout,smart_inhibition,kwta,rfb_kwta_smart_inhibition,classic
 
 prepare_data de fr cs
-lanes "${COMMON[@]}" --runs_dir="$RUNS/confirmation" \
-  --results_dir="$RESULTS/confirmation" --variants="$EN_DE"
+for variants in "${HEADLINE}rfb_kwta_dropout" \
+                smart_inhibition,kwta,rfb_kwta_smart_inhibition,classic; do
+  lanes "${COMMON[@]}" --runs_dir="$RUNS/confirmation" \
+    --results_dir="$RESULTS/confirmation" --variants="$variants"
+done
 
 for lang in fr cs; do
   lanes "${COMMON[@]}" --runs_dir="$RUNS/confirmation_$lang" \
