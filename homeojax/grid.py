@@ -6,16 +6,20 @@ r"""Runs a grid of experiments (variants x seeds x settings) through train.py an
 
 Each run trains in RUNS_DIR/NAME (resuming if interrupted), is evaluated on --split, and
 its logs, metrics and evaluation outputs are copied to RESULTS_DIR/NAME with a `run.json`
-(commands, wall times, source commit). Runs whose evaluation is already in RESULTS_DIR
-are skipped, so the same command continues a grid across sessions. `--sweep=FIELD=V1,V2`
+(commands, wall times, source commit, package versions, CPU, vocabulary hash). Runs whose
+evaluation is already in RESULTS_DIR are skipped, so the same command continues a grid
+across sessions. `--sweep=FIELD=V1,V2`
 adds one run per value; `--commit` commits each finished run's results folder alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import importlib.util
 import itertools
+import os
+import platform
 import shlex
 import json
 import shutil
@@ -29,11 +33,15 @@ from ml_collections import config_flags
 
 from homeojax import cli, paths
 from homeojax import config as config_lib
+from homeojax.checkpoints import file_sha256
 
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent
 COMMAND = (sys.executable, "-m", "homeojax.cli")  # `train` or `eval` follows.
 COPIED = ("metrics.jsonl", "train.log", "eval.log")
+# Packages whose version can change a run's numbers, recorded in its `run.json`.
+RECORDED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy",
+                     "sentencepiece", "sacrebleu", "sacremoses")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +126,29 @@ def _git_commit() -> str:
   return result.stdout.strip() or "unknown"
 
 
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    return platform.processor() or platform.machine()
+
+
+def environment(workdir: Path) -> dict:
+  """What a run's numbers may depend on besides its config and source: package versions,
+  Python, the CPU, XLA_FLAGS, and the SHA-256 of each vocabulary in `workdir`."""
+  versions = {}
+  for package in RECORDED_PACKAGES:
+    try:
+      versions[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      versions[package] = None
+  return {"packages": versions, "python": platform.python_version(),
+          "cpu": f"{_cpu_model()}, {os.cpu_count()} cores",
+          "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "vocab_sha256": {p.name: file_sha256(p) for p in sorted(workdir.glob("spm-*.model"))}}
+
+
 def _run_logged(command: list[str], log: Path) -> float:
   """Runs `command`, appending its output to `log`; returns seconds."""
   start = time.time()
@@ -158,7 +189,8 @@ def execute(run: Run, config: str, sets: list[tuple[str, str]], runs_dir: Path,
   record = {"name": run.name, "variant": run.variant, "seed": run.seed,
             "overrides": dict(sets + list(run.overrides)), "train_command": shlex.join(train),
             "eval_command": shlex.join(evaluate), "train_seconds": train_seconds,
-            "eval_seconds": eval_seconds, "source_commit": _git_commit()}
+            "eval_seconds": eval_seconds, "source_commit": _git_commit(),
+            "environment": environment(workdir)}
   (out / "run.json").write_text(json.dumps(record, indent=1) + "\n")
   return record
 

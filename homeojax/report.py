@@ -94,6 +94,35 @@ def load_run(path: str | Path) -> Run:
   return Run(path, group, int(seed), metrics, evals, hyps, info)
 
 
+def environment_note(runs: Sequence[Run]) -> str | None:
+  """Which runs trained in which environment (package versions, Python, CPU, XLA_FLAGS, as
+  `homeojax.grid` records them), naming only the fields that differ; None if no run
+  records one."""
+  recorded = [r for r in runs if "environment" in r.info]
+  if not recorded:
+    return None
+  fields_of = {}  # Run folder name -> its environment's fields, packages flattened.
+  for run in recorded:
+    env = run.info["environment"]
+    fields_of[run.path.name] = {
+        **env["packages"],
+        **{k: v for k, v in env.items() if k not in ("packages", "vocab_sha256")}}
+  unrecorded = len(runs) - len(recorded)
+  missing = f"; {unrecorded} earlier runs record none" if unrecorded else ""
+  first = next(iter(fields_of.values()))
+  varying = [k for k in first if len({json.dumps(f.get(k)) for f in fields_of.values()}) > 1]
+  if not varying:
+    shared = ", ".join(f"{k} {v}" for k, v in first.items() if v)
+    return f"Environment: {len(recorded)} runs share one ({shared}){missing}."
+  by_env: dict[str, list[str]] = {}
+  for name, f in fields_of.items():
+    by_env.setdefault(" | ".join(str(f.get(k)) for k in varying), []).append(name)
+  rows = [f"| {env} | {', '.join(sorted(names))} |" for env, names in sorted(by_env.items())]
+  return "\n".join([f"Environments differ between runs{missing}:", "",
+                    f"| {' | '.join(varying)} | runs |", "|" + "---|" * (len(varying) + 1),
+                    *rows])
+
+
 def mean_std(values: Sequence[float | None]) -> str:
   """`mean ± std` of the known values (`–` if none), with `(n of m)` if some are unknown."""
   known = [v for v in values if v is not None]
@@ -438,7 +467,7 @@ def main(argv):
   rel = Path(os.path.relpath(out_dir, doc_path.parent)) if doc_path else out_dir
   parts = [f"Runs: {len(runs)} in {len(groups)} groups.",
            bleu_table(groups, f.split, (source_lang, target_lang))]
-  parts += [t for t in (memorization_table(groups, f.split),
+  parts += [t for t in (environment_note(runs), memorization_table(groups, f.split),
                         homeostasis_table(groups, f.split)) if t]
   if len(groups) > 1:
     parts += [significance_table(groups, baseline, f.split, refs, convention) or

@@ -1,10 +1,15 @@
-"""homeojax.grid: the plan of runs, their names, and skipping finished runs."""
+"""homeojax.grid: the plan of runs, their names, their records, and skipping finished runs."""
 
+import hashlib
+import json
 import os
+import platform
 import shlex
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from homeojax import grid
@@ -82,6 +87,8 @@ def test_runs_train_and_evaluate_through_the_installed_commands(tmp_path, monkey
   for name in grid.COPIED:
     (workdir / name).write_text("")
   (workdir / "final").mkdir()
+  (workdir / "spm-0123.model").write_bytes(b"vocabulary")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
   record = grid.execute(grid.Run("dropout", 0), "/c/tiny.py", [("data.local_dir", "d ü")],
                         tmp_path / "rüns", tmp_path / "res", "validation", 5, 3, 100)
   train, evaluate, fit = calls
@@ -92,4 +99,13 @@ def test_runs_train_and_evaluate_through_the_installed_commands(tmp_path, monkey
   assert evaluate[:4] == [sys.executable, "-m", "homeojax.cli", "eval"]
   assert f"--workdir={workdir}" in train and "--config.data.local_dir=d ü" in train
   assert record["train_command"] == shlex.join(train)  # Spaces quoted: it can be re-run.
-  assert (tmp_path / "res" / "dropout-seed0" / "run.json").is_file()
+  saved = json.loads((tmp_path / "res" / "dropout-seed0" / "run.json").read_text())
+  assert saved == record
+  env = record["environment"]  # What else the numbers depend on.
+  assert env["packages"]["jax"] == jax.__version__
+  assert env["packages"]["numpy"] == np.__version__
+  assert set(env["packages"]) == set(grid.RECORDED_PACKAGES)
+  assert env["python"] == platform.python_version()
+  assert env["cpu"].endswith(f", {os.cpu_count()} cores") and len(env["cpu"]) > 9
+  assert env["xla_flags"] == "--xla_force_host_platform_device_count=2"
+  assert env["vocab_sha256"] == {"spm-0123.model": hashlib.sha256(b"vocabulary").hexdigest()}

@@ -199,3 +199,28 @@ def test_a_mean_over_some_seeds_says_how_many(runs):
   table = report.memorization_table(groups, "test_2016_flickr")
   assert "| dropout | 2 | 80.00 (1 of 2) | 0.25 (1 of 2) | 30.50 ± 0.71 | – |" in table
   assert "| kwta | 2 | – | – | 21.00 ± 1.41 | – |" in table
+
+
+def test_environment_note_names_what_differs_and_which_runs(runs):
+  def record(path, **env):
+    info = json.loads((path / "run.json").read_text())
+    info["environment"] = {"packages": {"jax": env.pop("jax", "0.10.2"), "numpy": "2.4.6"},
+                           "python": "3.11.7", "cpu": env.pop("cpu", "Xeon, 2 cores"),
+                           "xla_flags": "", "vocab_sha256": {"spm-1.model": env.pop("vocab")}}
+    (path / "run.json").write_text(json.dumps(info))
+
+  load = lambda: [report.load_run(p) for p in runs]
+  assert report.environment_note(load()) is None  # Nothing recorded: no line.
+  record(runs[0], vocab="a")
+  record(runs[1], vocab="b")  # The vocabulary's hash is not an environment.
+  assert report.environment_note(load()) == (
+      "Environment: 2 runs share one (jax 0.10.2, numpy 2.4.6, python 3.11.7, "
+      "cpu Xeon, 2 cores); 4 earlier runs record none.")
+  for path in runs[2:]:
+    record(path, jax="0.11.0", vocab="a")
+  record(runs[3], jax="0.11.0", cpu="EPYC, 2 cores", vocab="a")
+  assert report.environment_note(load()).splitlines() == [
+      "Environments differ between runs:", "", "| jax | cpu | runs |", "|---|---|---|",
+      "| 0.10.2 | Xeon, 2 cores | dropout-seed0, dropout-seed1 |",
+      "| 0.11.0 | EPYC, 2 cores | kwta-seed1 |",
+      "| 0.11.0 | Xeon, 2 cores | kwta-seed0, rfb_kwta_dropout-seed0, rfb_kwta_dropout-seed1 |"]
