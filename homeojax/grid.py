@@ -8,8 +8,8 @@ Each run trains in RUNS_DIR/NAME (resuming if interrupted), is evaluated on --sp
 its logs, metrics and evaluation outputs are copied to RESULTS_DIR/NAME with a `run.json`
 (commands, wall times, source commit, package versions, CPU, vocabulary hash). Runs whose
 evaluation is already in RESULTS_DIR are skipped, so the same command continues a grid
-across sessions. `--sweep=FIELD=V1,V2`
-adds one run per value; `--commit` commits each finished run's results folder alone.
+across sessions. `--sweep=FIELD=V1,V2` adds one run per value; `--commit` commits each
+finished run's results folder alone.
 """
 
 from __future__ import annotations

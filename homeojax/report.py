@@ -109,14 +109,14 @@ def environment_note(runs: Sequence[Run]) -> str | None:
         **{k: v for k, v in env.items() if k not in ("packages", "vocab_sha256")}}
   unrecorded = len(runs) - len(recorded)
   missing = f"; {unrecorded} earlier runs record none" if unrecorded else ""
-  first = next(iter(fields_of.values()))
-  varying = [k for k in first if len({json.dumps(f.get(k)) for f in fields_of.values()}) > 1]
+  keys = dict.fromkeys(k for fields in fields_of.values() for k in fields)
+  varying = [k for k in keys if len({json.dumps(f.get(k)) for f in fields_of.values()}) > 1]
   if not varying:
-    shared = ", ".join(f"{k} {v}" for k, v in first.items() if v)
+    shared = ", ".join(f"{k} {v}" for k, v in fields_of[recorded[0].path.name].items() if v)
     return f"Environment: {len(recorded)} runs share one ({shared}){missing}."
   by_env: dict[str, list[str]] = {}
   for name, f in fields_of.items():
-    by_env.setdefault(" | ".join(str(f.get(k)) for k in varying), []).append(name)
+    by_env.setdefault(" | ".join(str(f.get(k) or "–") for k in varying), []).append(name)
   rows = [f"| {env} | {', '.join(sorted(names))} |" for env, names in sorted(by_env.items())]
   return "\n".join([f"Environments differ between runs{missing}:", "",
                     f"| {' | '.join(varying)} | runs |", "|" + "---|" * (len(varying) + 1),

@@ -218,9 +218,14 @@ def test_environment_note_names_what_differs_and_which_runs(runs):
       "cpu Xeon, 2 cores); 4 earlier runs record none.")
   for path in runs[2:]:
     record(path, jax="0.11.0", vocab="a")
+  info = json.loads((runs[5] / "run.json").read_text())
+  info["environment"]["packages"]["optax"] = "0.2.8"  # A package recorded by later runs only.
+  (runs[5] / "run.json").write_text(json.dumps(info))
   record(runs[3], jax="0.11.0", cpu="EPYC, 2 cores", vocab="a")
   assert report.environment_note(load()).splitlines() == [
-      "Environments differ between runs:", "", "| jax | cpu | runs |", "|---|---|---|",
-      "| 0.10.2 | Xeon, 2 cores | dropout-seed0, dropout-seed1 |",
-      "| 0.11.0 | EPYC, 2 cores | kwta-seed1 |",
-      "| 0.11.0 | Xeon, 2 cores | kwta-seed0, rfb_kwta_dropout-seed0, rfb_kwta_dropout-seed1 |"]
+      "Environments differ between runs:", "", "| jax | cpu | optax | runs |",
+      "|---|---|---|---|",
+      "| 0.10.2 | Xeon, 2 cores | – | dropout-seed0, dropout-seed1 |",
+      "| 0.11.0 | EPYC, 2 cores | – | kwta-seed1 |",
+      "| 0.11.0 | Xeon, 2 cores | 0.2.8 | rfb_kwta_dropout-seed1 |",
+      "| 0.11.0 | Xeon, 2 cores | – | kwta-seed0, rfb_kwta_dropout-seed0 |"]
