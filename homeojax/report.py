@@ -101,21 +101,21 @@ def environment_note(runs: Sequence[Run]) -> str | None:
   recorded = [r for r in runs if "environment" in r.info]
   if not recorded:
     return None
-  fields_of = {}  # Run folder name -> its environment's fields, packages flattened.
-  for run in recorded:
-    env = run.info["environment"]
-    fields_of[run.path.name] = {
-        **env["packages"],
-        **{k: v for k, v in env.items() if k not in ("packages", "vocab_sha256")}}
+  # (run folder name, its environment's fields with the packages flattened); a list, since
+  # runs of different directions share folder names.
+  fields_of = [(r.path.name, {**r.info["environment"]["packages"],
+                              **{k: v for k, v in r.info["environment"].items()
+                                 if k not in ("packages", "vocab_sha256")}})
+               for r in recorded]
   unrecorded = len(runs) - len(recorded)
   missing = f"; {unrecorded} earlier runs record none" if unrecorded else ""
-  keys = dict.fromkeys(k for fields in fields_of.values() for k in fields)
-  varying = [k for k in keys if len({json.dumps(f.get(k)) for f in fields_of.values()}) > 1]
+  keys = dict.fromkeys(k for _, fields in fields_of for k in fields)
+  varying = [k for k in keys if len({json.dumps(f.get(k)) for _, f in fields_of}) > 1]
   if not varying:
-    shared = ", ".join(f"{k} {v}" for k, v in fields_of[recorded[0].path.name].items() if v)
+    shared = ", ".join(f"{k} {v}" for k, v in fields_of[0][1].items() if v)
     return f"Environment: {len(recorded)} runs share one ({shared}){missing}."
   by_env: dict[str, list[str]] = {}
-  for name, f in fields_of.items():
+  for name, f in fields_of:
     by_env.setdefault(" | ".join(str(f.get(k) or "–") for k in varying), []).append(name)
   rows = [f"| {env} | {', '.join(sorted(names))} |" for env, names in sorted(by_env.items())]
   return "\n".join([f"Environments differ between runs{missing}:", "",
