@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -401,7 +400,7 @@ def main(argv):
   if {"loop", "decode"} & set(_SECTIONS.value) and not _DATA_DIR.value:
     raise app.UsageError("the loop and decode sections need --data_dir (or HOMEOJAX_MULTI30K)")
   results: dict[str, Any] = {
-      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+      "machine": f"{process.cpu_description()}, "
                  f"{jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}",
       "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv),
       "freed_memory_kept": kept}

@@ -31,7 +31,7 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-from homeojax import cli, paths
+from homeojax import cli, paths, process
 from homeojax import config as config_lib
 from homeojax.checkpoints import file_sha256
 
@@ -126,14 +126,6 @@ def _git_commit() -> str:
   return result.stdout.strip() or "unknown"
 
 
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    return platform.processor() or platform.machine()
-
-
 def environment(workdir: Path) -> dict:
   """What a run's numbers may depend on besides its config and source: package versions,
   Python, the CPU, XLA_FLAGS, and the SHA-256 of each vocabulary in `workdir`."""
@@ -144,7 +136,7 @@ def environment(workdir: Path) -> dict:
     except importlib.metadata.PackageNotFoundError:
       versions[package] = None
   return {"packages": versions, "python": platform.python_version(),
-          "cpu": f"{_cpu_model()}, {os.cpu_count()} cores",
+          "cpu": process.cpu_description(),
           "xla_flags": os.environ.get("XLA_FLAGS", ""),
           "vocab_sha256": {p.name: file_sha256(p) for p in sorted(workdir.glob("spm-*.model"))}}
 

@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import platform
 import signal
 import socket
 import sys
@@ -62,6 +63,16 @@ def use_cpu_cores(devices: int | None = None) -> int | None:
     devices = len(os.sched_getaffinity(0))
   jax.config.update("jax_num_cpu_devices", devices)
   return devices
+
+
+def cpu_description() -> str:
+  """This machine's CPU model and core count, e.g. "AMD EPYC 7B13, 2 cores"."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    model = platform.processor() or platform.machine()
+  return f"{model}, {os.cpu_count()} cores"
 
 
 class Interrupted(Exception):
