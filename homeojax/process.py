@@ -1,6 +1,6 @@
 """Process-wide concerns of the commands: one trainer per work dir, a clean stop on a
-signal, library warnings that mean nothing to a user kept quiet, and freed memory kept
-for reuse."""
+signal, library warnings that mean nothing to a user kept quiet, freed memory kept for
+reuse, the CPU cores JAX uses, and a description of the CPU for run records."""
 
 from __future__ import annotations
 
