@@ -108,12 +108,14 @@ def environment_note(runs: Sequence[Run]) -> str | None:
                                  if k not in ("packages", "vocab_sha256")}})
                for r in recorded]
   unrecorded = len(runs) - len(recorded)
-  missing = f"; {unrecorded} earlier runs record none" if unrecorded else ""
+  missing = (f"; {unrecorded} earlier {'run records' if unrecorded == 1 else 'runs record'} none"
+             if unrecorded else "")
   keys = dict.fromkeys(k for _, fields in fields_of for k in fields)
   varying = [k for k in keys if len({json.dumps(f.get(k)) for _, f in fields_of}) > 1]
   if not varying:
     shared = ", ".join(f"{k} {v}" for k, v in fields_of[0][1].items() if v)
-    return f"Environment: {len(recorded)} runs share one ({shared}){missing}."
+    holders = "1 run records" if len(recorded) == 1 else f"{len(recorded)} runs share"
+    return f"Environment: {holders} one ({shared}){missing}."
   by_env: dict[str, list[str]] = {}
   for name, f in fields_of:
     by_env.setdefault(" | ".join(str(f.get(k) or "–") for k in varying), []).append(name)

@@ -211,11 +211,15 @@ def test_environment_note_names_what_differs_and_which_runs(runs):
 
   load = lambda: [report.load_run(p) for p in runs]
   assert report.environment_note(load()) is None  # Nothing recorded: no line.
+  shared = "(jax 0.10.2, numpy 2.4.6, python 3.11.7, cpu Xeon, 2 cores)"
   record(runs[0], vocab="a")
+  assert report.environment_note(load()) == (
+      f"Environment: 1 run records one {shared}; 5 earlier runs record none.")
   record(runs[1], vocab="b")  # The vocabulary's hash is not an environment.
   assert report.environment_note(load()) == (
-      "Environment: 2 runs share one (jax 0.10.2, numpy 2.4.6, python 3.11.7, "
-      "cpu Xeon, 2 cores); 4 earlier runs record none.")
+      f"Environment: 2 runs share one {shared}; 4 earlier runs record none.")
+  assert report.environment_note(load()[:3]) == (
+      f"Environment: 2 runs share one {shared}; 1 earlier run records none.")
   for path in runs[2:]:
     record(path, jax="0.11.0", vocab="a")
   info = json.loads((runs[5] / "run.json").read_text())
